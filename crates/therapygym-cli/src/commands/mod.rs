@@ -1,0 +1,21 @@
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+mod chat;
+pub mod eval;
+mod export;
+mod import;
+mod judge;
+mod models;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Chat(a) => chat::run(a).await,
+        Command::Models(a) => models::run(a),
+        Command::Eval(a) => eval::run(*a).await,
+        Command::Judge(a) => judge::run(a).await,
+        Command::Export(a) => export::run(a),
+        Command::ImportTranscripts(a) => import::run(a),
+    }
+}

@@ -1,0 +1,52 @@
+use std::process::ExitCode;
+
+use therapygym_models::home;
+
+use crate::cli::ModelsArgs;
+use crate::ui;
+
+pub fn run(a: ModelsArgs) -> anyhow::Result<ExitCode> {
+    let s = home::embedded_status();
+    if a.json {
+        ui::json(&s);
+        return Ok(ExitCode::SUCCESS);
+    }
+    ui::out("embedded (the default model spec): SmolLM2-135M-Instruct, Q4_1 GGUF, via llama.cpp");
+    ui::out(&format!("  path:     {}", s.path.display()));
+    match (s.installed, s.checksum_ok) {
+        (true, true) => {
+            ui::out(&format!("  size:     {} bytes", s.size_bytes.unwrap_or(0)));
+            ui::out(&format!(
+                "  sha256:   {} (verified)",
+                s.sha256.as_deref().unwrap_or("")
+            ));
+        }
+        (true, false) => {
+            ui::out(&format!("  size:     {} bytes", s.size_bytes.unwrap_or(0)));
+            ui::out(&format!(
+                "  sha256:   {} (MISMATCH: expected {})",
+                s.sha256.as_deref().unwrap_or("?"),
+                s.expected_sha256
+            ));
+            ui::out(&format!(
+                "  fix:      delete the file and run {}",
+                s.install_hint
+            ));
+        }
+        _ => {
+            ui::out("  status:   not installed");
+            ui::out(&format!("  install:  {}", s.install_hint));
+        }
+    }
+    ui::out(
+        "Other specs: gguf:PATH (any local GGUF), openai:MODEL@BASE_URL (vLLM, SGLang, llama.cpp server,",
+    );
+    ui::out(
+        "  Ollama, OpenAI; key from THERAPYGYM_API_KEY or OPENAI_API_KEY), scripted:MODE (tests only).",
+    );
+    Ok(if s.installed && !s.checksum_ok {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

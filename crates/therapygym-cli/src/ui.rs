@@ -1,0 +1,45 @@
+//! The only module that writes to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write;
+
+/// Prints a line on stdout; a closed pipe (`| head`) is not an error.
+pub fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{s}");
+}
+
+/// Prints JSON on stdout.
+pub fn json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => out(&s),
+        Err(e) => warn(&format!("cannot serialise output: {e}")),
+    }
+}
+
+pub fn info(s: &str) {
+    eprintln!("{s}");
+}
+
+pub fn warn(s: &str) {
+    eprintln!("warning: {s}");
+}
+
+pub fn error(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  Caused by: {cause}");
+    }
+}
+
+pub fn init_tracing(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if debug { "debug" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_env("THERAPYGYM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

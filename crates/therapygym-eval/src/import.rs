@@ -1,0 +1,202 @@
+//! `therapygym import-transcripts FILE.jsonl --out DIR`: external dialogues into a run, ready for
+//! `therapygym judge DIR` and `therapygym validate --run DIR`.
+//!
+//! Each line: `{"session_id" | "dialogue_id": ID, "profile_id"?: ID, "messages" | "turns":
+//! [{"role": "therapist"|"patient"|"assistant"|"user", "content" | "text": "…"}]}` — the export
+//! format of `therapygym export` (other keys are ignored, so an export file imports as is).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use therapygym_core::error::{DataError, Location, read_to_string};
+use therapygym_core::profile::valid_id;
+use therapygym_core::{Speaker, Transcript, Turn};
+use therapygym_store::{RunStore, SessionRecord, SessionStatus};
+
+use crate::config::EvalConfig;
+use crate::error::EvalError;
+
+pub fn parse_transcripts(
+    text: &str,
+    path: &Path,
+) -> Result<Vec<(String, String, Transcript)>, DataError> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = Location {
+            file: path.into(),
+            line: Some(i + 1),
+            id: None,
+        };
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| DataError::invalid(at.clone(), format!("not a JSON object ({e})")))?;
+        let id = ["session_id", "dialogue_id", "id"]
+            .iter()
+            .find_map(|k| {
+                v.get(*k).and_then(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .or_else(|| x.as_u64().map(|n| n.to_string()))
+                })
+            })
+            .ok_or_else(|| {
+                DataError::field(
+                    at.clone(),
+                    "session_id",
+                    "missing; every dialogue needs an id (`session_id` or `dialogue_id`)",
+                )
+            })?;
+        let at = Location {
+            id: Some(id.clone()),
+            ..at
+        };
+        if !valid_id(&id) {
+            return Err(DataError::field(
+                at,
+                "session_id",
+                "use at most 128 characters from A-Z a-z 0-9 . _ : -",
+            ));
+        }
+        if !seen.insert(id.clone()) {
+            return Err(DataError::field(
+                at,
+                "session_id",
+                "duplicate id in this file",
+            ));
+        }
+        let profile_id = v
+            .get("profile_id")
+            .and_then(Value::as_str)
+            .unwrap_or("external")
+            .to_string();
+        let msgs = v
+            .get("messages")
+            .or_else(|| v.get("turns"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                DataError::field(
+                    at.clone(),
+                    "messages",
+                    "missing; expected a list of {\"role\", \"content\"}",
+                )
+            })?;
+        let mut turns = Vec::new();
+        for (k, m) in msgs.iter().enumerate() {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+            if role == "system" {
+                continue;
+            }
+            let speaker = Speaker::parse(role).ok_or_else(|| {
+                DataError::field(
+                    at.clone(),
+                    format!("messages[{k}].role"),
+                    format!("\"{role}\" is not a role; use therapist/assistant or patient/user"),
+                )
+            })?;
+            let text = m
+                .get("content")
+                .or_else(|| m.get("text"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    DataError::field(
+                        at.clone(),
+                        format!("messages[{k}].content"),
+                        "missing; expected a string",
+                    )
+                })?;
+            turns.push(Turn::new(speaker, text));
+        }
+        if !turns.iter().any(|t| t.speaker == Speaker::Therapist) {
+            return Err(DataError::field(
+                at,
+                "messages",
+                "no therapist message: there is nothing to judge",
+            ));
+        }
+        out.push((id, profile_id, Transcript { turns }));
+    }
+    if out.is_empty() {
+        return Err(DataError::invalid(
+            Location {
+                file: path.into(),
+                line: None,
+                id: None,
+            },
+            "the file holds no dialogues",
+        ));
+    }
+    Ok(out)
+}
+
+/// Creates a run at `out` holding the dialogues of `file`. Returns how many were imported.
+pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize, EvalError> {
+    let text = read_to_string(file)?;
+    let dialogues = parse_transcripts(&text, file)?;
+    let mut config = EvalConfig::new("baseline");
+    config.therapist = format!("import:{}", file.display());
+    config.patient = "import".into();
+    config.judge = judge.to_string();
+    let hash = therapygym_core::hash::content_hash(
+        &json!({"import": therapygym_core::hash::text_hash(&text)}),
+    );
+    let manifest = json!({
+        "schema_revision": 1, "kind": "import", "run_id": uuid::Uuid::now_v7().to_string(),
+        "created_at": chrono::Utc::now().to_rfc3339(), "config_hash": hash, "config": config,
+        "source": {"file": file.display().to_string(), "sha256": therapygym_core::hash::text_hash(&text), "dialogues": dialogues.len()},
+    });
+    let store = RunStore::create(out, &manifest, &hash)?;
+    store.record_attempt("import-transcripts", None)?;
+    for (id, profile_id, transcript) in &dialogues {
+        store.insert_session(&SessionRecord {
+            id: id.clone(),
+            profile_id: profile_id.clone(),
+            epoch: 0,
+            seed: therapygym_core::seed::derive("import", id, 0, None),
+            status: SessionStatus::Completed,
+            style: String::new(),
+            end_reason: None,
+            therapist_system: String::new(),
+            patient_system: String::new(),
+            transcript: transcript.clone(),
+            error: None,
+            duration_ms: 0,
+            attempt: 1,
+            created_at: chrono::Utc::now().to_rfc3339(),
+            meta: json!({"imported_from": file.display().to_string()}),
+        })?;
+    }
+    Ok(dialogues.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_export_records_and_reports_bad_lines() {
+        let p = Path::new("d.jsonl");
+        let ok = r#"{"session_id":"d1","messages":[{"role":"therapist","content":"Hi"},{"role":"patient","content":"Hello"}],"judgment":null}
+{"dialogue_id":"d2","turns":[{"role":"assistant","text":"Hi"}]}"#;
+        let v = parse_transcripts(ok, p).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].2.turns[0].speaker, Speaker::Therapist);
+        let e = parse_transcripts(
+            r#"{"session_id":"d1","messages":[{"role":"narrator","content":"x"}]}"#,
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("d.jsonl:1 (`d1`): field `messages[0].role`"),
+            "{e}"
+        );
+        let e = parse_transcripts("{\"messages\":[]}", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("field `session_id`: missing"), "{e}");
+    }
+}

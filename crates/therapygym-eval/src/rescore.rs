@@ -1,0 +1,142 @@
+//! `therapygym judge DIR`: score stored transcripts under a (new) judge without re-simulating.
+//! Judgments land in a new judgment set keyed by the judge's hash; transcripts are untouched.
+//! Running it again with the same judge finishes an interrupted pass (judging is idempotent).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use therapygym_judge::{Calibration, Judge, JudgeConfig};
+use therapygym_store::{RunStore, SessionStatus};
+use tokio::task::JoinSet;
+
+use crate::assets::{AssetSources, Assets};
+use crate::config::{EvalConfig, model_options};
+use crate::error::EvalError;
+use crate::progress::Progress;
+use crate::run::{JudgeCtx, PlannedSession, judge_and_store};
+use crate::summary::{Summary, summarize};
+
+/// What may change when re-scoring.
+#[derive(Debug, Clone, Default)]
+pub struct RescoreOptions {
+    pub judge: Option<String>,
+    pub judge_config: Option<JudgeConfig>,
+    pub rubric: Option<std::path::PathBuf>,
+    pub taxonomy: Option<std::path::PathBuf>,
+    pub safety_labels: Vec<String>,
+    pub judge_system_prompt: Option<std::path::PathBuf>,
+    pub judge_user_prompt: Option<std::path::PathBuf>,
+    pub reward_config: Option<std::path::PathBuf>,
+    pub calibration: Option<Arc<Calibration>>,
+    pub concurrency: usize,
+}
+
+pub fn stored_config(store: &RunStore) -> Result<EvalConfig, EvalError> {
+    let (m, _) = store.manifest()?;
+    serde_json::from_value(m["config"].clone()).map_err(|e| {
+        EvalError::Invalid(format!(
+            "{}: the manifest's config is unreadable: {e}",
+            store.dir().display()
+        ))
+    })
+}
+
+pub async fn rescore(
+    dir: &Path,
+    o: RescoreOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Summary, EvalError> {
+    let store = Arc::new(RunStore::open(dir)?);
+    let mut config = stored_config(&store)?;
+    if let Some(j) = o.judge {
+        config.judge = j;
+    }
+    if let Some(jc) = o.judge_config {
+        config.judge_config = jc;
+    }
+    let a = &mut config.assets;
+    let overrides = AssetSources {
+        rubric: o.rubric.or(a.rubric.take()),
+        taxonomy: o.taxonomy.or(a.taxonomy.take()),
+        safety_labels: if o.safety_labels.is_empty() {
+            std::mem::take(&mut a.safety_labels)
+        } else {
+            o.safety_labels
+        },
+        judge_system_prompt: o.judge_system_prompt.or(a.judge_system_prompt.take()),
+        judge_user_prompt: o.judge_user_prompt.or(a.judge_user_prompt.take()),
+        reward_config: o.reward_config.or(a.reward_config.take()),
+        ..a.clone()
+    };
+    config.assets = overrides;
+    let assets = Assets::load(&config.assets)?;
+    store.record_attempt("judge", Some(&format!("judge = {}", config.judge)))?;
+    let spec = config.judge.parse()?;
+    let model = therapygym_models::open_model(&spec, model_options(&spec, o.concurrency)).await?;
+    let judge = Judge::new(
+        model,
+        Arc::clone(&assets.rubric),
+        Arc::clone(&assets.taxonomy),
+        assets.judge_system.clone(),
+        assets.judge_user.clone(),
+        config.judge_config.clone(),
+    )?;
+    let judge_hash = judge.hash();
+    store.ensure_judge_set(&judge_hash, &judge.identity())?;
+    let done: BTreeSet<String> = store.judgments(&judge_hash)?.into_keys().collect();
+    let sessions: Vec<_> = store
+        .sessions()?
+        .into_iter()
+        .filter(|s| s.status == SessionStatus::Completed)
+        .collect();
+    let todo: Vec<_> = sessions
+        .iter()
+        .filter(|s| !done.contains(&s.id))
+        .cloned()
+        .collect();
+    progress.planned(sessions.len() as u64, (sessions.len() - todo.len()) as u64);
+    let ctx = JudgeCtx {
+        store: Arc::clone(&store),
+        judge: Arc::new(judge),
+        judge_hash: judge_hash.clone(),
+        reward: assets.reward.clone(),
+        rubric: Arc::clone(&assets.rubric),
+        calibration: o.calibration,
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(o.concurrency.max(1)));
+    let mut tasks: JoinSet<Result<(), EvalError>> = JoinSet::new();
+    for s in todo {
+        let (ctx, progress, slots) = (ctx.clone(), Arc::clone(&progress), Arc::clone(&slots));
+        tasks.spawn(async move {
+            let _permit = slots
+                .acquire_owned()
+                .await
+                .map_err(|_| EvalError::Invalid("judge pool closed".into()))?;
+            let scored = judge_and_store(&ctx, &s).await?;
+            progress.judged(&s.id, scored);
+            Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| EvalError::Invalid(format!("a judge task stopped unexpectedly: {e}")))??;
+    }
+    let planned: Vec<PlannedSession> = sessions
+        .iter()
+        .map(|s| PlannedSession {
+            id: s.id.clone(),
+            profile_id: s.profile_id.clone(),
+            epoch: s.epoch,
+            seed: s.seed,
+        })
+        .collect();
+    let summary = summarize(&store, &judge_hash, &planned, &assets)?;
+    store.write_json(
+        &format!(
+            "summary-{}.json",
+            &judge_hash.trim_start_matches("sha256:")[..12.min(judge_hash.len() - 7)]
+        ),
+        &summary,
+    )?;
+    Ok(summary)
+}

@@ -1,0 +1,299 @@
+//! Parsing and validating a judge reply, with the precise reason when it is unusable.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use therapygym_core::{ItemScore, Judgment, LabelFlag, Rubric, Taxonomy, UnscoredReason};
+
+/// Why a reply is unusable, with a message suitable for a re-ask and for the run store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub reason: UnscoredReason,
+    pub message: String,
+}
+
+fn invalid(reason: UnscoredReason, message: impl Into<String>) -> Invalid {
+    Invalid {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn looks_like_refusal(text: &str) -> bool {
+    let t = text.to_lowercase();
+    !t.contains('{')
+        && [
+            "i'm sorry",
+            "i am sorry",
+            "i can't",
+            "i cannot",
+            "i won't",
+            "unable to",
+        ]
+        .iter()
+        .any(|p| t.contains(p))
+}
+
+/// The JSON object inside a reply: the whole text, or the outermost `{…}` (some servers wrap
+/// JSON in prose or code fences when they ignore `response_format`).
+fn extract_json(text: &str) -> Option<Value> {
+    let t = text.trim();
+    if let Ok(v) = serde_json::from_str::<Value>(t) {
+        return Some(v);
+    }
+    let (start, end) = (t.find('{')?, t.rfind('}')?);
+    if end <= start {
+        return None;
+    }
+    serde_json::from_str(&t[start..=end]).ok()
+}
+
+/// Validates a reply against the rubric and the enabled labels. `truncated` is whether the
+/// reply stopped at max_tokens.
+pub fn parse_judgment(
+    text: &str,
+    truncated: bool,
+    rubric: &Rubric,
+    taxonomy: &Taxonomy,
+) -> Result<Judgment, Invalid> {
+    let Some(v) = extract_json(text) else {
+        if truncated {
+            return Err(invalid(
+                UnscoredReason::Truncated,
+                "the reply was cut off at max_tokens before the JSON ended",
+            ));
+        }
+        if looks_like_refusal(text) {
+            return Err(invalid(
+                UnscoredReason::Refusal,
+                "the judge declined to rate the session",
+            ));
+        }
+        return Err(invalid(
+            UnscoredReason::ParseFailure,
+            "the reply is not a JSON object",
+        ));
+    };
+    let Some(obj) = v.as_object() else {
+        return Err(invalid(
+            UnscoredReason::SchemaViolation,
+            "the reply must be a JSON object with `ctrs` and `safety`",
+        ));
+    };
+    let section = |key: &str| -> Result<&serde_json::Map<String, Value>, Invalid> {
+        match obj.get(key) {
+            Some(Value::Object(m)) => Ok(m),
+            Some(_) => Err(invalid(
+                UnscoredReason::SchemaViolation,
+                format!("`{key}` must be an object"),
+            )),
+            None => Err(invalid(
+                UnscoredReason::MissingItem,
+                format!("`{key}` is missing"),
+            )),
+        }
+    };
+    let ctrs_obj = section("ctrs")?;
+    let mut ctrs = BTreeMap::new();
+    for item in &rubric.items {
+        let Some(entry) = ctrs_obj.get(&item.id) else {
+            return Err(invalid(
+                UnscoredReason::MissingItem,
+                format!("item `{}` is missing", item.id),
+            ));
+        };
+        let (score_v, rationale) = match entry {
+            Value::Object(m) => (
+                m.get("score"),
+                m.get("rationale").and_then(Value::as_str).unwrap_or(""),
+            ),
+            // A bare number is accepted: the rationale is optional, the score is not.
+            other => (Some(other), ""),
+        };
+        let score = match score_v {
+            None => {
+                return Err(invalid(
+                    UnscoredReason::MissingItem,
+                    format!("`{}.score` is missing", item.id),
+                ));
+            }
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x)
+                    if x.fract() == 0.0
+                        && (f64::from(rubric.min_score)..=f64::from(rubric.max_score))
+                            .contains(&x) =>
+                {
+                    x as u8
+                }
+                _ => {
+                    return Err(invalid(
+                        UnscoredReason::OutOfRange,
+                        format!(
+                            "`{}` = {n} (allowed: an integer {}–{})",
+                            item.id, rubric.min_score, rubric.max_score
+                        ),
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(invalid(
+                    UnscoredReason::OutOfRange,
+                    format!(
+                        "`{}` = {other} is not an integer {}–{}",
+                        item.id, rubric.min_score, rubric.max_score
+                    ),
+                ));
+            }
+        };
+        ctrs.insert(
+            item.id.clone(),
+            ItemScore {
+                score,
+                rationale: rationale.to_string(),
+            },
+        );
+    }
+    let safety_obj = section("safety")?;
+    let mut safety = BTreeMap::new();
+    for label in taxonomy.enabled() {
+        let Some(entry) = safety_obj.get(&label.id) else {
+            return Err(invalid(
+                UnscoredReason::MissingItem,
+                format!("safety label `{}` is missing", label.id),
+            ));
+        };
+        let (flag_v, evidence) = match entry {
+            Value::Object(m) => (
+                m.get("flag").or_else(|| m.get("violated")),
+                m.get("evidence")
+                    .or_else(|| m.get("rationale"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            ),
+            other => (Some(other), ""),
+        };
+        let flag = match flag_v {
+            Some(Value::Bool(b)) => *b,
+            None => {
+                return Err(invalid(
+                    UnscoredReason::MissingItem,
+                    format!("`{}.flag` is missing", label.id),
+                ));
+            }
+            Some(other) => {
+                return Err(invalid(
+                    UnscoredReason::OutOfRange,
+                    format!("`{}.flag` = {other} is not true or false", label.id),
+                ));
+            }
+        };
+        safety.insert(
+            label.id.clone(),
+            LabelFlag {
+                flag,
+                evidence: evidence.to_string(),
+            },
+        );
+    }
+    Ok(Judgment { ctrs, safety })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use therapygym_core::builtin;
+
+    fn valid() -> Value {
+        let rubric = builtin::rubric().unwrap();
+        let taxonomy = builtin::taxonomy().unwrap();
+        let ctrs: serde_json::Map<String, Value> = rubric
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    serde_json::json!({"rationale": "r", "score": 3}),
+                )
+            })
+            .collect();
+        let safety: serde_json::Map<String, Value> = taxonomy
+            .enabled()
+            .map(|l| {
+                (
+                    l.id.clone(),
+                    serde_json::json!({"evidence": "e", "flag": false}),
+                )
+            })
+            .collect();
+        serde_json::json!({"ctrs": ctrs, "safety": safety})
+    }
+
+    fn check(text: &str, truncated: bool) -> Result<Judgment, Invalid> {
+        parse_judgment(
+            text,
+            truncated,
+            &builtin::rubric().unwrap(),
+            &builtin::taxonomy().unwrap(),
+        )
+    }
+
+    #[test]
+    fn valid_replies_parse_even_inside_prose() {
+        let j = check(&valid().to_string(), false).unwrap();
+        assert_eq!(j.ctrs.len(), 11);
+        assert_eq!(j.ctrs["homework"].score, 3);
+        assert_eq!(j.safety.len(), 4);
+        check(&format!("Here it is:\n```json\n{}\n```", valid()), false).unwrap();
+    }
+
+    #[test]
+    fn each_failure_has_its_reason() {
+        let reason = |t: &str, trunc| check(t, trunc).unwrap_err().reason;
+        assert_eq!(
+            reason("not json at all", false),
+            UnscoredReason::ParseFailure
+        );
+        assert_eq!(
+            reason(r#"{"ctrs": {"agenda": {"ratio"#, true),
+            UnscoredReason::Truncated
+        );
+        assert_eq!(
+            reason("I'm sorry, I can't rate this.", false),
+            UnscoredReason::Refusal
+        );
+        assert_eq!(reason("[1, 2]", false), UnscoredReason::SchemaViolation);
+        let mut v = valid();
+        v["ctrs"]["homework"]["score"] = serde_json::json!(7);
+        let e = check(&v.to_string(), false).unwrap_err();
+        assert_eq!(e.reason, UnscoredReason::OutOfRange);
+        assert!(
+            e.message
+                .contains("`homework` = 7 (allowed: an integer 0–6)"),
+            "{}",
+            e.message
+        );
+        v["ctrs"]["homework"]["score"] = serde_json::json!(2.5);
+        assert_eq!(
+            check(&v.to_string(), false).unwrap_err().reason,
+            UnscoredReason::OutOfRange
+        );
+        v["ctrs"]["homework"]["score"] = serde_json::json!("4");
+        assert_eq!(
+            check(&v.to_string(), false).unwrap_err().reason,
+            UnscoredReason::OutOfRange
+        );
+        let mut v = valid();
+        v["ctrs"].as_object_mut().unwrap().remove("pacing");
+        let e = check(&v.to_string(), false).unwrap_err();
+        assert_eq!(
+            (e.reason, e.message.as_str()),
+            (UnscoredReason::MissingItem, "item `pacing` is missing")
+        );
+        let mut v = valid();
+        v["safety"]["missed_crisis"]["flag"] = serde_json::json!("no");
+        assert_eq!(
+            check(&v.to_string(), false).unwrap_err().reason,
+            UnscoredReason::OutOfRange
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! The model layer of TherapyGym: every role (therapist, patient, judge, synthesiser) talks to a
+//! language model through [`Model`], whatever the backend behind the [`ModelSpec`]:
+//!
+//! | spec | backend |
+//! |---|---|
+//! | `embedded` (default) | SmolLM2-135M-Instruct GGUF through llama.cpp |
+//! | `gguf:PATH` | any local GGUF through llama.cpp |
+//! | `openai:MODEL@BASE_URL` | any OpenAI-compatible chat-completions server |
+//! | `scripted:MODE` | the deterministic fake for tests and fault injection |
+
+mod backend;
+mod error;
+pub mod home;
+#[cfg(feature = "local")]
+mod local;
+mod model;
+mod openai;
+mod request;
+mod retry;
+mod schema_gen;
+mod scripted;
+mod spec;
+mod util;
+
+pub use backend::{BackendInfo, ChatBackend};
+pub use error::{ErrorKind, ModelError, TimeoutScope, kind_for_status};
+pub use model::{Model, ModelOptions, ModelStats, open_model};
+pub use openai::{ApiKey, OpenAiBackend, parse_completion};
+pub use request::{ChatMessage, ChatRequest, ChatResponse, FinishReason, Role, Sampling};
+pub use retry::{RetryPolicy, Timeouts};
+pub use scripted::ScriptedBackend;
+pub use spec::{ModelSpec, ScriptedMode};
+pub use util::{redact_url, seed_from_str, sha256_hex};

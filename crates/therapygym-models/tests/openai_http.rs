@@ -1,0 +1,224 @@
+//! The OpenAI-compatible backend against a real HTTP server on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use therapygym_models::{
+    ChatMessage, ChatRequest, ErrorKind, Model, ModelOptions, ModelSpec, RetryPolicy, Timeouts,
+    open_model,
+};
+use therapygym_testkit::{Behavior, FakeServer};
+
+fn opts() -> ModelOptions {
+    ModelOptions {
+        retry: RetryPolicy {
+            initial_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        },
+        timeouts: Timeouts {
+            attempt: Duration::from_secs(5),
+            total: Duration::from_secs(30),
+        },
+        concurrency: 4,
+    }
+}
+
+async fn model(server: &FakeServer, o: ModelOptions) -> Arc<Model> {
+    let spec: ModelSpec = format!("openai:test-model@{}", server.base_url)
+        .parse()
+        .unwrap();
+    open_model(&spec, o).await.unwrap()
+}
+
+fn req(text: &str) -> ChatRequest {
+    ChatRequest::new(vec![
+        ChatMessage::system("be brief"),
+        ChatMessage::user(text),
+    ])
+}
+
+#[tokio::test]
+async fn normal_reply_carries_text_usage_and_settings() {
+    let s = FakeServer::start(Behavior::Reply(Some("Hello there.".into())))
+        .await
+        .unwrap();
+    let m = model(&s, opts()).await;
+    let r = m.chat(&req("hi")).await.unwrap();
+    assert_eq!(r.text, "Hello there.");
+    assert_eq!(
+        (r.prompt_tokens, r.completion_tokens, r.attempts),
+        (7, 3, 1)
+    );
+    let body = s.state.last_body().unwrap();
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert!(body["temperature"].is_number() && body["max_tokens"].is_number());
+}
+
+#[tokio::test]
+async fn rate_limit_is_retried_after_the_hint() {
+    let s = FakeServer::start(Behavior::RateLimit { secs: 1, times: 2 })
+        .await
+        .unwrap();
+    let m = model(&s, opts()).await;
+    let started = Instant::now();
+    let r = m.chat(&req("hi")).await.unwrap();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(s.state.request_count(), 3);
+    // Two waits of at least the 1 s Retry-After each.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_capped() {
+    let s = FakeServer::start(Behavior::RateLimit {
+        secs: 3600,
+        times: 1,
+    })
+    .await
+    .unwrap();
+    let mut o = opts();
+    o.retry.retry_after_cap = Duration::from_millis(50);
+    let m = model(&s, o).await;
+    let started = Instant::now();
+    m.chat(&req("hi")).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported() {
+    let s = FakeServer::start(Behavior::Status {
+        code: 500,
+        times: 2,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        model(&s, opts())
+            .await
+            .chat(&req("x"))
+            .await
+            .unwrap()
+            .attempts,
+        3
+    );
+
+    let s = FakeServer::start(Behavior::Status {
+        code: 503,
+        times: 100,
+    })
+    .await
+    .unwrap();
+    let e = model(&s, opts()).await.chat(&req("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    assert_eq!(s.state.request_count(), 5);
+    assert!(
+        e.message().contains("HTTP 503") && e.message().contains("after 5 attempts"),
+        "{}",
+        e.message()
+    );
+
+    let s = FakeServer::start(Behavior::Status {
+        code: 401,
+        times: 100,
+    })
+    .await
+    .unwrap();
+    let e = model(&s, opts()).await.chat(&req("x")).await.unwrap_err();
+    assert_eq!((e.kind(), s.state.request_count()), (ErrorKind::Fatal, 1));
+    assert!(
+        e.message().contains("THERAPYGYM_API_KEY"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_an_error_not_a_reply() {
+    let s = FakeServer::start(Behavior::Malformed { times: 100 })
+        .await
+        .unwrap();
+    let e = model(&s, opts()).await.chat(&req("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadResponse);
+    let s = FakeServer::start(Behavior::Malformed { times: 1 })
+        .await
+        .unwrap();
+    assert_eq!(
+        model(&s, opts())
+            .await
+            .chat(&req("x"))
+            .await
+            .unwrap()
+            .attempts,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_hung_connection_hits_the_timeout() {
+    let s = FakeServer::start(Behavior::Hang).await.unwrap();
+    let mut o = opts();
+    o.timeouts = Timeouts {
+        attempt: Duration::from_millis(200),
+        total: Duration::from_secs(1),
+    };
+    o.retry.max_delay = Duration::from_millis(10);
+    let started = Instant::now();
+    let e = model(&s, o).await.chat(&req("x")).await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Timeout(_)), "{:?}", e.kind());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn concurrency_limit_is_respected_on_the_wire() {
+    let s = FakeServer::start(Behavior::Delay { ms: 100 })
+        .await
+        .unwrap();
+    let mut o = opts();
+    o.concurrency = 3;
+    let m = model(&s, o).await;
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let m = Arc::clone(&m);
+            tokio::spawn(async move { m.chat(&req(&format!("q{i}"))).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        s.state.max_live.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}
+
+#[tokio::test]
+async fn schema_requests_send_response_format_and_check_the_reply() {
+    let schema = serde_json::json!({"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}});
+    let s = FakeServer::start(Behavior::Reply(Some(r#"{"ok": true}"#.into())))
+        .await
+        .unwrap();
+    let m = model(&s, opts()).await;
+    let r = m
+        .chat(&req("x").with_schema("check", schema.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.text, r#"{"ok": true}"#);
+    let body = s.state.last_body().unwrap();
+    assert_eq!(body["response_format"]["json_schema"]["schema"], schema);
+    // A server that ignores response_format: the reply is rejected with its own error kind.
+    s.state
+        .set(Behavior::Reply(Some("Sure! Here you go: ok".into())));
+    let e = m
+        .chat(&req("y").with_schema("check", schema))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidJson);
+    assert_eq!(e.raw(), Some("Sure! Here you go: ok"));
+}

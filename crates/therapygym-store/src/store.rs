@@ -1,0 +1,712 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use therapygym_core::{Profile, Speaker, Transcript, Turn, Verdict};
+
+/// Bump when the tables change; `open` refuses newer files and migrates older ones.
+pub const SCHEMA_REVISION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run store {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("run directory {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run directory {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("run store {}: stored data is unreadable ({message})", path.display())]
+    Corrupt { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// The transcript finished (scored or not: judging is separate).
+    Completed,
+    /// The session could not finish (a model failed after retries); resume retries it.
+    Failed,
+    /// Expired or abandoned by an RL engine before the end (kept for inspection).
+    Expired,
+}
+
+impl SessionStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Completed => "completed",
+            SessionStatus::Failed => "failed",
+            SessionStatus::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "completed" => Some(SessionStatus::Completed),
+            "failed" => Some(SessionStatus::Failed),
+            "expired" => Some(SessionStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// `{profile_id}:{epoch}` for evaluations; any safe id for imported or served sessions.
+    pub id: String,
+    pub profile_id: String,
+    pub epoch: u32,
+    pub seed: u64,
+    pub status: SessionStatus,
+    pub style: String,
+    pub end_reason: Option<String>,
+    pub therapist_system: String,
+    pub patient_system: String,
+    pub transcript: Transcript,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub attempt: u32,
+    pub created_at: String,
+    /// Free-form extras (group id, engine ids, ...).
+    pub meta: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgmentRow {
+    pub session_id: String,
+    pub judge_hash: String,
+    pub verdict: Verdict,
+    /// The judge's full record (samples, raw replies, spread).
+    pub record: Value,
+    pub reward: Option<f64>,
+    pub reward_breakdown: Option<Value>,
+    /// Calibrated scores per item, when a calibration map was applied.
+    pub calibrated: Option<Value>,
+    pub attempts: u32,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeSet {
+    pub hash: String,
+    pub identity: Value,
+    pub created_at: String,
+}
+
+pub struct RunStore {
+    dir: PathBuf,
+    db: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for RunStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS manifest (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL, config_hash TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (n INTEGER PRIMARY KEY, pid INTEGER NOT NULL, started_at TEXT NOT NULL, version TEXT NOT NULL, command TEXT NOT NULL, note TEXT);
+CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, hash TEXT NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY, profile_id TEXT NOT NULL, epoch INTEGER NOT NULL, seed INTEGER NOT NULL,
+  status TEXT NOT NULL, style TEXT NOT NULL, end_reason TEXT, therapist_system TEXT NOT NULL,
+  patient_system TEXT NOT NULL, error TEXT, duration_ms INTEGER NOT NULL, attempt INTEGER NOT NULL,
+  created_at TEXT NOT NULL, meta TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, idx INTEGER NOT NULL,
+  speaker TEXT NOT NULL, text TEXT NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER,
+  latency_ms INTEGER, finish_reason TEXT, PRIMARY KEY (session_id, idx));
+CREATE TABLE IF NOT EXISTS judge_sets (hash TEXT PRIMARY KEY, identity TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS judgments (
+  session_id TEXT NOT NULL REFERENCES sessions(id), judge_hash TEXT NOT NULL REFERENCES judge_sets(hash),
+  status TEXT NOT NULL, reason TEXT, verdict TEXT NOT NULL, record TEXT NOT NULL, attempts INTEGER NOT NULL,
+  calibrated TEXT, created_at TEXT NOT NULL, PRIMARY KEY (session_id, judge_hash));
+CREATE TABLE IF NOT EXISTS rewards (
+  session_id TEXT NOT NULL, judge_hash TEXT NOT NULL, reward REAL, breakdown TEXT,
+  PRIMARY KEY (session_id, judge_hash), FOREIGN KEY (session_id, judge_hash) REFERENCES judgments(session_id, judge_hash));
+"#;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl RunStore {
+    fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|source| StoreError::Sqlite {
+            path: self.db.clone(),
+            source,
+        })
+    }
+
+    fn connect(dir: &Path) -> Result<Self, StoreError> {
+        let db = dir.join("run.sqlite");
+        let conn = Connection::open(&db).map_err(|source| StoreError::Sqlite {
+            path: db.clone(),
+            source,
+        })?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            db,
+            conn: Mutex::new(conn),
+        };
+        store.with(|c| {
+            c.busy_timeout(std::time::Duration::from_secs(30))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "FULL")?;
+            c.pragma_update(None, "foreign_keys", "ON")?;
+            c.execute_batch(SCHEMA)
+        })?;
+        crate::fs::set_private(&store.db);
+        Ok(store)
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.conn.lock().map_err(|_| StoreError::Invalid {
+            path: self.dir.clone(),
+            message: "store lock poisoned".into(),
+        })?;
+        self.sql(f(&mut guard))
+    }
+
+    /// Creates a new run directory (it must not exist or be empty) with its manifest. The
+    /// manifest is committed before any model call.
+    pub fn create(dir: &Path, manifest: &Value, config_hash: &str) -> Result<Self, StoreError> {
+        if dir.exists() {
+            let empty = std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                return Err(StoreError::Invalid {
+                    path: dir.into(),
+                    message: "already exists and is not empty; use `--resume` to continue that run or choose another `--out`".into(),
+                });
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        crate::fs::set_private(dir);
+        let store = Self::connect(dir)?;
+        let json = serde_json::to_string(manifest).unwrap_or_default();
+        store.with(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_revision', ?1)",
+                params![SCHEMA_REVISION.to_string()],
+            )?;
+            c.execute(
+                "INSERT INTO manifest (id, json, config_hash, created_at) VALUES (1, ?1, ?2, ?3)",
+                params![json, config_hash, now()],
+            )?;
+            Ok(())
+        })?;
+        store.write_json("manifest.json", manifest)?;
+        Ok(store)
+    }
+
+    /// Opens an existing run.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = dir.join("run.sqlite");
+        if !db.is_file() {
+            return Err(StoreError::Invalid {
+                path: dir.into(),
+                message: "is not a TherapyGym run (no run.sqlite)".into(),
+            });
+        }
+        let store = Self::connect(dir)?;
+        let rev: Option<String> = store.with(|c| {
+            c.query_row(
+                "SELECT value FROM meta WHERE key = 'schema_revision'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        match rev.and_then(|r| r.parse::<i64>().ok()) {
+            Some(r) if r <= SCHEMA_REVISION => Ok(store),
+            Some(r) => Err(StoreError::Invalid {
+                path: dir.into(),
+                message: format!(
+                    "was written by a newer TherapyGym (store revision {r} > {SCHEMA_REVISION}); upgrade to read it"
+                ),
+            }),
+            None => Err(StoreError::Corrupt {
+                path: dir.into(),
+                message: "no schema revision".into(),
+            }),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a JSON file into the run directory atomically.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        crate::fs::atomic_write(&path, &bytes).map_err(|source| StoreError::Io { path, source })
+    }
+
+    pub fn manifest(&self) -> Result<(Value, String), StoreError> {
+        let (json, hash): (String, String) = self.with(|c| {
+            c.query_row(
+                "SELECT json, config_hash FROM manifest WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })?;
+        let v = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+            path: self.db.clone(),
+            message: e.to_string(),
+        })?;
+        Ok((v, hash))
+    }
+
+    /// Records one process start (a fresh run or a resume); returns its number.
+    pub fn record_attempt(&self, command: &str, note: Option<&str>) -> Result<u32, StoreError> {
+        self.with(|c| {
+            let n: i64 = c.query_row("SELECT COALESCE(MAX(n), 0) + 1 FROM attempts", [], |r| r.get(0))?;
+            c.execute(
+                "INSERT INTO attempts (n, pid, started_at, version, command, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![n, std::process::id(), now(), env!("CARGO_PKG_VERSION"), command, note],
+            )?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+    }
+
+    pub fn attempts(&self) -> Result<u32, StoreError> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get::<_, i64>(0)))
+            .map(|n| u32::try_from(n).unwrap_or(0))
+    }
+
+    pub fn put_profiles(&self, profiles: &[Profile]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for p in profiles {
+                tx.execute(
+                    "INSERT OR REPLACE INTO profiles (id, hash, json) VALUES (?1, ?2, ?3)",
+                    params![p.id, p.hash(), serde_json::to_string(p).unwrap_or_default()],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn profiles(&self) -> Result<Vec<Profile>, StoreError> {
+        let rows: Vec<String> = self.with(|c| {
+            let mut st = c.prepare("SELECT json FROM profiles ORDER BY rowid")?;
+            st.query_map([], |r| r.get(0))?.collect()
+        })?;
+        rows.iter()
+            .map(|j| {
+                serde_json::from_str(j).map_err(|e| StoreError::Corrupt {
+                    path: self.db.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Commits a session and all its messages in one transaction. A failed session with the same
+    /// id is replaced (resume retries failures); a completed one is never overwritten.
+    pub fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let existing: Option<String> = tx.query_row("SELECT status FROM sessions WHERE id = ?1", params![s.id], |r| r.get(0)).optional()?;
+            if let Some(status) = existing {
+                if status == "completed" {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                        Some(format!("session `{}` is already completed in this run", s.id)),
+                    ));
+                }
+                tx.execute("DELETE FROM messages WHERE session_id = ?1", params![s.id])?;
+                tx.execute("DELETE FROM sessions WHERE id = ?1", params![s.id])?;
+            }
+            tx.execute(
+                "INSERT INTO sessions (id, profile_id, epoch, seed, status, style, end_reason, therapist_system, patient_system, error, duration_ms, attempt, created_at, meta)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    s.id, s.profile_id, s.epoch, s.seed as i64, s.status.as_str(), s.style, s.end_reason, s.therapist_system,
+                    s.patient_system, s.error, s.duration_ms as i64, s.attempt, s.created_at, s.meta.to_string()
+                ],
+            )?;
+            for (i, t) in s.transcript.turns.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO messages (session_id, idx, speaker, text, prompt_tokens, completion_tokens, latency_ms, finish_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![s.id, i as i64, t.speaker.as_str(), t.text, t.prompt_tokens, t.completion_tokens, t.latency_ms.map(|x| x as i64), t.finish_reason],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Every session with its messages, in insertion order.
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut out: Vec<SessionRecord> = Vec::new();
+        let mut messages: BTreeMap<String, Vec<Turn>> = BTreeMap::new();
+        let rows = self.with(|c| {
+            let mut st = c.prepare("SELECT session_id, speaker, text, prompt_tokens, completion_tokens, latency_ms, finish_reason FROM messages ORDER BY session_id, idx")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<u32>>(3)?,
+                    r.get::<_, Option<u32>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        for (sid, speaker, text, pt, ct, lat, fin) in rows {
+            let speaker = Speaker::parse(&speaker).ok_or_else(|| StoreError::Corrupt {
+                path: self.db.clone(),
+                message: format!("unknown speaker `{speaker}`"),
+            })?;
+            messages.entry(sid).or_default().push(Turn {
+                speaker,
+                text,
+                prompt_tokens: pt,
+                completion_tokens: ct,
+                latency_ms: lat.map(|x| x as u64),
+                finish_reason: fin,
+            });
+        }
+        type Row = (
+            String,
+            String,
+            u32,
+            i64,
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            Option<String>,
+            i64,
+            u32,
+            String,
+            String,
+        );
+        let rows: Vec<Row> = self.with(|c| {
+            let mut st = c.prepare("SELECT id, profile_id, epoch, seed, status, style, end_reason, therapist_system, patient_system, error, duration_ms, attempt, created_at, meta FROM sessions ORDER BY rowid")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        for (
+            id,
+            profile_id,
+            epoch,
+            seed,
+            status,
+            style,
+            end_reason,
+            ts,
+            ps,
+            error,
+            dur,
+            attempt,
+            created_at,
+            meta,
+        ) in rows
+        {
+            let status = SessionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                path: self.db.clone(),
+                message: format!("unknown status `{status}`"),
+            })?;
+            let turns = messages.remove(&id).unwrap_or_default();
+            out.push(SessionRecord {
+                id,
+                profile_id,
+                epoch,
+                seed: seed as u64,
+                status,
+                style,
+                end_reason,
+                therapist_system: ts,
+                patient_system: ps,
+                transcript: Transcript { turns },
+                error,
+                duration_ms: dur as u64,
+                attempt,
+                created_at,
+                meta: serde_json::from_str(&meta).unwrap_or(Value::Null),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `(id, status)` of every session, cheap (no messages).
+    pub fn session_statuses(&self) -> Result<BTreeMap<String, SessionStatus>, StoreError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut st = c.prepare("SELECT id, status FROM sessions")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, s)| SessionStatus::parse(&s).map(|s| (id, s)))
+            .collect())
+    }
+
+    pub fn ensure_judge_set(&self, hash: &str, identity: &Value) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO judge_sets (hash, identity, created_at) VALUES (?1, ?2, ?3)",
+                params![hash, identity.to_string(), now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn judge_sets(&self) -> Result<Vec<JudgeSet>, StoreError> {
+        let rows: Vec<(String, String, String)> = self.with(|c| {
+            let mut st =
+                c.prepare("SELECT hash, identity, created_at FROM judge_sets ORDER BY rowid")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(hash, identity, created_at)| JudgeSet {
+                hash,
+                identity: serde_json::from_str(&identity).unwrap_or(Value::Null),
+                created_at,
+            })
+            .collect())
+    }
+
+    /// The most recently created judge set.
+    pub fn latest_judge_hash(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.judge_sets()?.pop().map(|s| s.hash))
+    }
+
+    /// Stores one judgment and its reward in one transaction; an existing row for the same
+    /// (session, judge) is kept (judging is idempotent).
+    pub fn insert_judgment(&self, j: &JudgmentRow) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let (status, reason) = match &j.verdict {
+                Verdict::Scored { .. } => ("scored", None),
+                Verdict::Unscored { reason, .. } => ("unscored", Some(reason.as_str())),
+            };
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO judgments (session_id, judge_hash, status, reason, verdict, record, attempts, calibrated, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    j.session_id, j.judge_hash, status, reason, serde_json::to_string(&j.verdict).unwrap_or_default(),
+                    j.record.to_string(), j.attempts, j.calibrated.as_ref().map(|v| v.to_string()), j.created_at
+                ],
+            )?;
+            if n == 1 {
+                tx.execute(
+                    "INSERT INTO rewards (session_id, judge_hash, reward, breakdown) VALUES (?1, ?2, ?3, ?4)",
+                    params![j.session_id, j.judge_hash, j.reward, j.reward_breakdown.as_ref().map(|v| v.to_string())],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Judgments of one judge set, keyed by session id.
+    pub fn judgments(&self, judge_hash: &str) -> Result<BTreeMap<String, JudgmentRow>, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            u32,
+            Option<String>,
+            String,
+            Option<f64>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT j.session_id, j.verdict, j.record, j.attempts, j.calibrated, j.created_at, r.reward, r.breakdown
+                 FROM judgments j LEFT JOIN rewards r ON r.session_id = j.session_id AND r.judge_hash = j.judge_hash
+                 WHERE j.judge_hash = ?1",
+            )?;
+            let rows = st.query_map(params![judge_hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            path: self.db.clone(),
+            message: e.to_string(),
+        };
+        let mut out = BTreeMap::new();
+        for (sid, verdict, record, attempts, calibrated, created_at, reward, breakdown) in rows {
+            out.insert(
+                sid.clone(),
+                JudgmentRow {
+                    session_id: sid,
+                    judge_hash: judge_hash.to_string(),
+                    verdict: serde_json::from_str(&verdict).map_err(corrupt)?,
+                    record: serde_json::from_str(&record).map_err(corrupt)?,
+                    reward,
+                    reward_breakdown: breakdown
+                        .map(|b| serde_json::from_str(&b))
+                        .transpose()
+                        .map_err(corrupt)?,
+                    calibrated: calibrated
+                        .map(|b| serde_json::from_str(&b))
+                        .transpose()
+                        .map_err(corrupt)?,
+                    attempts,
+                    created_at,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check` (tests and `recover`).
+    pub fn integrity_ok(&self) -> Result<bool, StoreError> {
+        self.with(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)))
+            .map(|s| s == "ok")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use therapygym_core::{Judgment, UnscoredReason};
+
+    fn session(id: &str, status: SessionStatus) -> SessionRecord {
+        SessionRecord {
+            id: id.into(),
+            profile_id: "p".into(),
+            epoch: 0,
+            seed: 42,
+            status,
+            style: "plain".into(),
+            end_reason: Some("turn_limit".into()),
+            therapist_system: "t".into(),
+            patient_system: "p".into(),
+            transcript: Transcript {
+                turns: vec![
+                    Turn::new(Speaker::Therapist, "hi"),
+                    Turn::new(Speaker::Patient, "hello"),
+                ],
+            },
+            error: None,
+            duration_ms: 5,
+            attempt: 1,
+            created_at: now(),
+            meta: json!({}),
+        }
+    }
+
+    #[test]
+    fn create_open_and_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("run");
+        let s = RunStore::create(&dir, &json!({"a": 1}), "sha256:x").unwrap();
+        assert!(dir.join("manifest.json").is_file());
+        s.record_attempt("eval", None).unwrap();
+        s.insert_session(&session("p#0", SessionStatus::Completed))
+            .unwrap();
+        drop(s);
+        let s = RunStore::open(&dir).unwrap();
+        assert_eq!(
+            s.manifest().unwrap(),
+            (json!({"a": 1}), "sha256:x".to_string())
+        );
+        let all = s.sessions().unwrap();
+        assert_eq!(
+            all,
+            vec![session("p#0", SessionStatus::Completed)]
+                .into_iter()
+                .map(|mut x| {
+                    x.created_at = all[0].created_at.clone();
+                    x
+                })
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            s.insert_session(&session("p#0", SessionStatus::Completed))
+                .is_err(),
+            "completed sessions are never overwritten"
+        );
+        assert!(
+            RunStore::create(&dir, &json!({}), "h")
+                .unwrap_err()
+                .to_string()
+                .contains("--resume")
+        );
+        assert!(s.integrity_ok().unwrap());
+    }
+
+    #[test]
+    fn failed_sessions_are_replaced_and_judgments_are_idempotent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RunStore::create(d.path(), &json!({}), "h").unwrap();
+        s.insert_session(&session("p#0", SessionStatus::Failed))
+            .unwrap();
+        s.insert_session(&session("p#0", SessionStatus::Completed))
+            .unwrap();
+        assert_eq!(
+            s.session_statuses().unwrap()["p#0"],
+            SessionStatus::Completed
+        );
+        s.ensure_judge_set("j1", &json!({"model": "x"})).unwrap();
+        let row = JudgmentRow {
+            session_id: "p#0".into(),
+            judge_hash: "j1".into(),
+            verdict: Verdict::Unscored {
+                reason: UnscoredReason::Truncated,
+                detail: "cut".into(),
+            },
+            record: json!({"raw": "{"}),
+            reward: None,
+            reward_breakdown: None,
+            calibrated: None,
+            attempts: 3,
+            created_at: now(),
+        };
+        assert!(s.insert_judgment(&row).unwrap());
+        assert!(!s.insert_judgment(&row).unwrap());
+        let got = s.judgments("j1").unwrap();
+        assert_eq!(got["p#0"].reward, None);
+        assert_eq!(got["p#0"].verdict, row.verdict);
+        let scored = JudgmentRow {
+            verdict: Verdict::Scored {
+                judgment: Judgment {
+                    ctrs: BTreeMap::new(),
+                    safety: BTreeMap::new(),
+                },
+            },
+            reward: Some(0.5),
+            judge_hash: "j2".into(),
+            ..row
+        };
+        s.ensure_judge_set("j2", &json!({})).unwrap();
+        s.insert_judgment(&scored).unwrap();
+        assert_eq!(s.judgments("j2").unwrap()["p#0"].reward, Some(0.5));
+        assert_eq!(s.latest_judge_hash().unwrap().as_deref(), Some("j2"));
+    }
+}

