@@ -222,3 +222,28 @@ async fn schema_requests_send_response_format_and_check_the_reply() {
     assert_eq!(e.kind(), ErrorKind::InvalidJson);
     assert_eq!(e.raw(), Some("Sure! Here you go: ok"));
 }
+
+#[tokio::test]
+async fn the_api_key_is_sent_as_bearer_and_never_displayed() {
+    let s = FakeServer::start(Behavior::Reply(None)).await.unwrap();
+    let backend = therapygym_models::OpenAiBackend::new(
+        "m",
+        &s.base_url,
+        Some(therapygym_models::ApiKey::new("sk-test-secret")),
+    )
+    .unwrap();
+    let spec: ModelSpec = format!("openai:m@{}", s.base_url).parse().unwrap();
+    let m = Model::from_backend(spec.clone(), Arc::new(backend), opts()).unwrap();
+    m.chat(&req("hi")).await.unwrap();
+    assert_eq!(
+        s.state.auth_headers.lock().unwrap().as_slice(),
+        ["Bearer sk-test-secret"]
+    );
+    let shown = format!(
+        "{} {:?} {}",
+        spec,
+        m,
+        serde_json::to_string(&m.info()).unwrap()
+    );
+    assert!(!shown.contains("sk-test-secret"), "{shown}");
+}
