@@ -179,6 +179,20 @@ fn worker(path: PathBuf, rx: mpsc::Receiver<Job>, ready: mpsc::Sender<Result<(),
     }
 }
 
+/// Threads for llama.cpp: `THERAPYGYM_LLAMA_THREADS`, else every core. ggml's workers spin at
+/// barriers, so on a machine busy with other work fewer threads can be faster.
+fn llama_threads() -> i32 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let n = std::env::var("THERAPYGYM_LLAMA_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(cores);
+    i32::try_from(n).unwrap_or(2)
+}
+
 /// Renders with the model's own chat template; falls back to ChatML, which SmolLM2 and Qwen use.
 fn render(
     model: &LlamaModel,
