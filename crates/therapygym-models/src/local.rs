@@ -19,6 +19,9 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendInfo, ChatBackend};
@@ -150,10 +153,7 @@ fn worker(path: PathBuf, rx: mpsc::Receiver<Job>, ready: mpsc::Sender<Result<(),
         }
     };
     let n_ctx = model.n_ctx_train().clamp(512, MAX_CTX);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let threads = i32::try_from(threads).unwrap_or(2);
+    let threads = llama_threads();
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(PROMPT_CHUNK as u32)
@@ -222,20 +222,54 @@ fn render(
     Ok(s)
 }
 
-fn sampler(model: &LlamaModel, req: &ChatRequest) -> Result<LlamaSampler, ModelError> {
+/// The sampling chain and, for a JSON schema, its grammar kept apart: each step samples from the
+/// chain, checks that one token against the grammar, and constrains every candidate only when it
+/// is rejected — llama.cpp's own `common_sampler` strategy. Applying a schema grammar to all
+/// ~49k candidates at every step costs ~0.15 s per token on 2 cores; checking one costs nothing.
+struct Samplers {
+    grammar: Option<LlamaSampler>,
+    chain: LlamaSampler,
+}
+
+impl Samplers {
+    fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> LlamaToken {
+        let token = self.chain.sample(ctx, idx);
+        let Some(grammar) = self.grammar.as_mut() else {
+            return token;
+        };
+        let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+        grammar.apply(&mut one);
+        let allowed = one.data.first().is_some_and(|d| d.logit().is_finite());
+        let token = if allowed {
+            token
+        } else {
+            let mut all = ctx.token_data_array_ith(idx);
+            grammar.apply(&mut all);
+            self.chain.apply(&mut all);
+            all.selected_token().unwrap_or(token)
+        };
+        grammar.accept(token);
+        token
+    }
+}
+
+fn sampler(model: &LlamaModel, req: &ChatRequest) -> Result<Samplers, ModelError> {
     // llama.cpp takes a u32 seed; derived seeds are 31-bit already.
     let seed = (req.sampling.seed.unwrap_or(0) & 0x7FFF_FFFF) as u32;
+    let grammar = match &req.json_schema {
+        Some(schema) => {
+            let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+                ModelError::config(format!(
+                    "the JSON schema cannot be turned into a grammar: {e}"
+                ))
+            })?;
+            Some(LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
+                ModelError::config(format!("llama.cpp rejected the schema grammar: {e}"))
+            })?)
+        }
+        None => None,
+    };
     let mut chain = Vec::new();
-    if let Some(schema) = &req.json_schema {
-        let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
-            ModelError::config(format!(
-                "the JSON schema cannot be turned into a grammar: {e}"
-            ))
-        })?;
-        chain.push(LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
-            ModelError::config(format!("llama.cpp rejected the schema grammar: {e}"))
-        })?);
-    }
     if req.sampling.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {
@@ -245,7 +279,10 @@ fn sampler(model: &LlamaModel, req: &ChatRequest) -> Result<LlamaSampler, ModelE
         chain.push(LlamaSampler::temp(req.sampling.temperature));
         chain.push(LlamaSampler::dist(seed));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    Ok(Samplers {
+        grammar,
+        chain: LlamaSampler::chain_simple(chain),
+    })
 }
 
 fn generate(
