@@ -30,6 +30,14 @@ pub enum Command {
     Export(ExportArgs),
     /// Bring external dialogues into a new run for judging.
     ImportTranscripts(ImportArgs),
+    /// Serve RL engines over HTTP: env-step episodes, scoring, /get_reward, the rollout driver.
+    Serve(Box<ServeArgs>),
+    /// Synthesise patient profiles with TreeSynth: validated, deduplicated, with a holdout (resumable).
+    Synth(Box<SynthArgs>),
+    /// Judge-expert agreement on a ratings file (CTRS and safety), with bootstrap CIs and calibration.
+    Validate(Box<ValidateArgs>),
+    /// GRPO-train a local therapist (GGUF) with the judge's reward; checkpoints, resume, GGUF export.
+    Train(Box<TrainArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,4 +228,286 @@ pub struct ImportArgs {
     /// The judge `therapygym judge` will use by default.
     #[arg(long, default_value = "embedded")]
     pub judge: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one. The bound address is printed on stdout
+    /// as `listening on http://HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    pub addr: String,
+    /// The simulated patient (model spec).
+    #[arg(long, default_value = "embedded")]
+    pub patient: String,
+    /// The judge (model spec).
+    #[arg(long, default_value = "embedded")]
+    pub judge: String,
+    /// Training profiles (JSONL, or Patient-Ψ JSON). Default: the shipped examples.
+    #[arg(long, value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+    /// Held-out profiles, for `split` = val or test. Default: the shipped held-out set.
+    #[arg(long, value_name = "FILE")]
+    pub holdout: Option<PathBuf>,
+    /// Run directory every finished episode is written to (default: runs/serve-<timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Therapist system prompt: `baseline`, `cbt` or a template file.
+    #[arg(long, value_name = "NAME|FILE", default_value = "cbt")]
+    pub therapist_prompt: String,
+    /// Default therapist turns per episode (`limits.max_therapist_turns` overrides it).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub turns: u32,
+    /// Default opening (`opening` in a request overrides it).
+    #[arg(long, value_enum)]
+    pub opening: Option<Opening>,
+    /// Skip the patient's closing reply after the last therapist turn by default
+    /// (`limits.closing_patient_reply` overrides it).
+    #[arg(long)]
+    pub no_closing_patient_reply: bool,
+    /// Maximum tokens per patient turn.
+    #[arg(long)]
+    pub patient_max_tokens: Option<u32>,
+    #[command(flatten)]
+    pub judge_args: JudgeArgs,
+    /// Idle TTL of an episode in seconds (every request refreshes it).
+    #[arg(long, value_name = "S", default_value_t = 900)]
+    pub ttl_s: u64,
+    /// Hard lifetime of an episode in seconds.
+    #[arg(long, value_name = "S", default_value_t = 7200)]
+    pub max_lifetime_s: u64,
+    /// Episodes and rollouts in progress at once; more get 429 `overloaded`.
+    #[arg(long, default_value_t = 4096)]
+    pub max_live_episodes: usize,
+    /// Members per group (GRPO G): `GET /v1/groups/{id}` waits for this many.
+    #[arg(long, default_value_t = 4)]
+    pub group_size: u32,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// What `/get_reward` answers for an unscored session: an error (422) or a neutral value.
+    #[arg(long, default_value = "error", value_parser = ["error", "neutral"])]
+    pub reward_unscored: String,
+    /// The neutral reward for `--reward-unscored neutral`.
+    #[arg(long, required_if_eq("reward_unscored", "neutral"))]
+    pub reward_neutral_value: Option<f64>,
+    /// Chat template `/get_reward` parses `query` with.
+    #[arg(long, default_value = "chatml", value_parser = ["chatml", "llama3"])]
+    pub chat_format: String,
+    /// Calls in flight to the patient model.
+    #[arg(long, default_value_t = 8)]
+    pub patient_concurrency: usize,
+    /// Calls in flight to the judge model.
+    #[arg(long, default_value_t = 16)]
+    pub judge_concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SynthArgs {
+    /// The model that writes the tree and the profiles (model spec). Default: `embedded`.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Stop when this many valid, unique profiles exist (train + holdout), e.g. 13093.
+    /// Default: everything the tree plans.
+    #[arg(long, value_name = "N")]
+    pub target: Option<usize>,
+    /// Tree depth below the root (`max_depth`, default 4).
+    #[arg(long, value_name = "D")]
+    pub depth: Option<u32>,
+    /// Sketches per node, and profiles per leaf sample set (default 10).
+    #[arg(long, value_name = "N")]
+    pub samples_per_node: Option<usize>,
+    /// An `infinite` dimension is asked for more values until its list exceeds this (default 50).
+    #[arg(long, value_name = "N")]
+    pub max_values: Option<usize>,
+    /// A value list longer than this gives one list-valued child (default 50).
+    #[arg(long, value_name = "N")]
+    pub infinite_threshold: Option<usize>,
+    /// A leaf generates this^k sample sets, k = list-valued nodes on its path (default 10).
+    #[arg(long, value_name = "N")]
+    pub infinite_path_samples: Option<u64>,
+    /// Attempts to find a valid new dimension before a node becomes a leaf (default 5).
+    #[arg(long, value_name = "N")]
+    pub dimension_attempts: Option<u32>,
+    /// Value-expansion replies per node, malformed ones included (default 8).
+    #[arg(long, value_name = "N")]
+    pub max_expand_rounds: Option<u32>,
+    /// Re-asks after an unusable profile before it is rejected (default 2).
+    #[arg(long, value_name = "N")]
+    pub repair_attempts: Option<u32>,
+    /// Profiles held out for validation (default 20; at most a fifth of the set).
+    #[arg(long, value_name = "K")]
+    pub holdout: Option<usize>,
+    /// Grounding profiles shown as examples (JSONL or Patient-Ψ JSON). Default: the shipped examples.
+    #[arg(long, value_name = "FILE")]
+    pub seed_profiles: Option<PathBuf>,
+    /// Run seed: every random choice and sampling seed derives from it (default 20261127).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// With --target: stop growing the tree once its leaves plan target × this many profiles (default 1.5).
+    #[arg(long, value_name = "F")]
+    pub oversample: Option<f64>,
+    /// Grow the tree to --depth even when fewer leaves would reach --target.
+    #[arg(long)]
+    pub full_tree: bool,
+    /// Near-duplicate threshold: Jaccard similarity of word 3-shingles (default 0.7).
+    #[arg(long, value_name = "J")]
+    pub near_dup_threshold: Option<f64>,
+    /// Maximum tokens of one profile reply (default 1024).
+    #[arg(long, value_name = "N")]
+    pub profile_max_tokens: Option<u32>,
+    /// Stop after this many candidates in a row without a kept profile (default 200).
+    #[arg(long, value_name = "N")]
+    pub give_up_after: Option<usize>,
+    /// A folder of prompt templates (`<name>.j2`) replacing the shipped data/prompts/synth ones.
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+    /// Nodes and leaf jobs in flight (and the size of the model's call pool). Default: 8, or 1
+    /// for a local model (it decodes one request at a time; more in flight only queue).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Run directory to create (default: runs/synth-<timestamp>).
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run: finished nodes and leaf jobs are never redone.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Ratings in long format, CSV or JSONL: `dialogue_id, rater, item, score` (docs/validate.md).
+    #[arg(long, value_name = "FILE", required_unless_present = "file")]
+    pub ratings: Option<PathBuf>,
+    /// The ratings file, given positionally instead of with --ratings.
+    #[arg(value_name = "FILE", conflicts_with = "ratings")]
+    pub file: Option<PathBuf>,
+    /// The rater whose rows are the judge's; every other rater is an expert.
+    #[arg(long, value_name = "NAME", default_value = "judge")]
+    pub judge_rater: String,
+    /// Take the judge's scores from this run's judgments (dialogue id = session id); the ratings
+    /// file then holds expert ratings only.
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// With --run: the judgment set (hash or unique prefix). Default: the most recent.
+    #[arg(long, value_name = "HASH", requires = "run")]
+    pub judge_hash: Option<String>,
+    /// A rubric file (TOML) instead of the shipped CTRS.
+    #[arg(long, value_name = "FILE")]
+    pub rubric: Option<PathBuf>,
+    /// A safety taxonomy file (TOML) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    pub taxonomy: Option<PathBuf>,
+    /// Bootstrap resamples per 95% confidence interval (0: no intervals).
+    #[arg(long, value_name = "B", default_value_t = 2000)]
+    pub bootstrap: usize,
+    /// Bootstrap seed (same seed, same intervals).
+    #[arg(long, value_name = "S", default_value_t = 20_240_601)]
+    pub seed: u64,
+    /// Fit a monotone (isotonic) judge-to-consensus map per item and write it here, for
+    /// `eval --calibration` / `judge --calibration`.
+    #[arg(long, value_name = "OUT.toml")]
+    pub fit_calibration: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The policy to train: `embedded` or `gguf:PATH` (the trainer updates local weights).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// The simulated patient (model spec, frozen).
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// The judge whose reward is maximised (model spec, frozen).
+    #[arg(long)]
+    pub judge: Option<String>,
+    /// Training profiles (JSONL, or Patient-Ψ JSON). Default: the shipped examples.
+    #[arg(long, value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+    /// Held-out profiles for `--eval-every` (never trained on). Default: the shipped held-out set.
+    #[arg(long, value_name = "FILE")]
+    pub holdout: Option<PathBuf>,
+    /// GRPO updates (steps) to run.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Sessions per profile and step (GRPO's G; at least 2).
+    #[arg(long, value_name = "G")]
+    pub group_size: Option<usize>,
+    /// Profiles (groups) per step.
+    #[arg(long, value_name = "N")]
+    pub profiles_per_step: Option<usize>,
+    /// Therapist turns per session.
+    #[arg(long, value_name = "T")]
+    pub turns: Option<u32>,
+    /// Learning rate (peak rate with --warmup-steps).
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f64>,
+    /// Linear warm-up steps, then cosine decay to 10% of --lr at the last step (0 = constant rate).
+    #[arg(long, value_name = "N")]
+    pub warmup_steps: Option<u64>,
+    /// Engine preset for the advantage ε and loss aggregation: verl (ε 1e-6), trl (1e-4),
+    /// trl-grpo, openrlhf (1e-9) or dr_grpo (no std division).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Override the preset's loss aggregation: token_mean, seq_mean_token_mean or dr_grpo.
+    #[arg(long, value_name = "AGG")]
+    pub loss_agg: Option<String>,
+    /// Lower ratio clip ε_low.
+    #[arg(long, value_name = "X")]
+    pub clip_low: Option<f64>,
+    /// Upper ratio clip ε_high.
+    #[arg(long, value_name = "X")]
+    pub clip_high: Option<f64>,
+    /// Weight of the k3 KL penalty to the frozen starting policy (0 = off).
+    #[arg(long, value_name = "X")]
+    pub kl_coef: Option<f64>,
+    /// Clip the global gradient norm (0 = no clipping).
+    #[arg(long, value_name = "X")]
+    pub max_grad_norm: Option<f64>,
+    /// Sequences per forward/backward pass (memory vs speed; the update is the same).
+    #[arg(long, value_name = "N")]
+    pub micro_batch: Option<usize>,
+    /// Held-out mean reward every K steps (0 = never).
+    #[arg(long, value_name = "K")]
+    pub eval_every: Option<u64>,
+    /// A checkpoint every N steps (the last step always gets one).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints kept on disk.
+    #[arg(long, value_name = "N")]
+    pub keep_checkpoints: Option<usize>,
+    /// Tensor type of the exported GGUF: q8_0, f16 or f32.
+    #[arg(long, value_name = "TYPE")]
+    pub export_type: Option<String>,
+    /// Therapist system prompt: `baseline`, `cbt` or a template file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub therapist_prompt: Option<String>,
+    /// Maximum tokens per therapist turn.
+    #[arg(long)]
+    pub therapist_max_tokens: Option<u32>,
+    /// Maximum tokens per patient turn.
+    #[arg(long)]
+    pub patient_max_tokens: Option<u32>,
+    /// Sampling temperature of the policy during rollouts.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Run seed: group seeds, therapist seeds and the profile order derive from it.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub judge_args: JudgeArgs,
+    /// Run directory to create (default: runs/train-<timestamp>).
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run from its newest checkpoint, with its own settings.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Print the final step record as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

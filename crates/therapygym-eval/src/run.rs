@@ -235,45 +235,65 @@ pub async fn prepare(
 pub async fn judge_and_store(h: &JudgeCtx, s: &SessionRecord) -> Result<bool, EvalError> {
     let seed = therapygym_core::seed::derive("judge", &s.profile_id, s.seed, None);
     let record: JudgeRecord = h.judge.judge(&s.transcript, seed).await;
-    let therapist_text: String = s
-        .transcript
+    let breakdown = session_reward(&h.reward, &h.rubric, &s.transcript, &record.verdict);
+    store_judgment(h, &s.id, &record, breakdown.as_ref())?;
+    Ok(record.verdict.judgment().is_some())
+}
+
+/// The reward of a judged transcript: `None` when the verdict is unscored (never 0). The
+/// therapist's text feeds text terms; a last therapist turn cut at max_tokens is "truncated".
+pub fn session_reward(
+    reward: &therapygym_core::RewardConfig,
+    rubric: &therapygym_core::Rubric,
+    transcript: &therapygym_core::Transcript,
+    verdict: &Verdict,
+) -> Option<therapygym_core::RewardBreakdown> {
+    let therapist_text: String = transcript
         .turns
         .iter()
         .filter(|t| t.speaker == therapygym_core::Speaker::Therapist)
         .map(|t| t.text.as_str())
         .collect::<Vec<_>>()
         .join("\n");
-    let truncated = s
-        .transcript
+    let truncated = transcript
         .turns
         .iter()
         .rev()
         .find(|t| t.speaker == therapygym_core::Speaker::Therapist)
         .is_some_and(|t| t.finish_reason.as_deref() == Some("length"));
-    let breakdown = match &record.verdict {
-        Verdict::Scored { judgment } => h
-            .reward
-            .compute(judgment, &h.rubric, &therapist_text, truncated)
+    match verdict {
+        Verdict::Scored { judgment } => reward
+            .compute(judgment, rubric, &therapist_text, truncated)
             .ok(),
         Verdict::Unscored { .. } => None,
-    };
+    }
+}
+
+/// Commits one judgment (with its reward, and calibrated scores when a calibration is set) of a
+/// stored session under the context's judge hash.
+pub fn store_judgment(
+    h: &JudgeCtx,
+    session_id: &str,
+    record: &JudgeRecord,
+    breakdown: Option<&therapygym_core::RewardBreakdown>,
+) -> Result<(), EvalError> {
     let calibrated = match (&h.calibration, record.verdict.judgment()) {
         (Some(c), Some(j)) => Some(c.apply(j)),
         _ => None,
     };
     let row = JudgmentRow {
-        session_id: s.id.clone(),
+        session_id: session_id.to_string(),
         judge_hash: h.judge_hash.clone(),
         verdict: record.verdict.clone(),
-        record: serde_json::to_value(&record).unwrap_or(Value::Null),
-        reward: breakdown.as_ref().map(|b| b.reward),
+        record: serde_json::to_value(record).unwrap_or(Value::Null),
+        reward: breakdown.map(|b| b.reward),
         reward_breakdown: breakdown.map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
         calibrated,
         attempts: record.attempts(),
         created_at: now(),
     };
     h.store.insert_judgment(&row)?;
-    Ok(record.verdict.judgment().is_some())
+    Ok(())
 }
 
 /// What judging needs (shared by `eval` and `judge`).

@@ -229,6 +229,7 @@ fn render(
 struct Samplers {
     grammar: Option<LlamaSampler>,
     chain: LlamaSampler,
+    resampled: u32,
 }
 
 impl Samplers {
@@ -243,6 +244,7 @@ impl Samplers {
         let token = if allowed {
             token
         } else {
+            self.resampled += 1;
             let mut all = ctx.token_data_array_ith(idx);
             grammar.apply(&mut all);
             self.chain.apply(&mut all);
@@ -282,6 +284,7 @@ fn sampler(model: &LlamaModel, req: &ChatRequest) -> Result<Samplers, ModelError
     Ok(Samplers {
         grammar,
         chain: LlamaSampler::chain_simple(chain),
+        resampled: 0,
     })
 }
 
@@ -330,7 +333,10 @@ fn generate(
             ModelError::new(ErrorKind::Fatal, format!("llama.cpp decode failed: {e}"))
         })?;
     }
+    let t_init = Instant::now();
     let mut sampler = sampler(model, req)?;
+    let init_ms = t_init.elapsed().as_secs_f64() * 1000.0;
+    let mut sample_ms = 0.0f64;
     let mut out: Vec<u8> = Vec::new();
     let mut n_out = 0usize;
     let mut pos = tokens.len();
@@ -346,7 +352,9 @@ fn generate(
             ));
         }
         // `sample` also accepts the token into stateful samplers (grammar): never accept twice.
+        let t_s = Instant::now();
         let token = sampler.sample(ctx, logits_index);
+        sample_ms += t_s.elapsed().as_secs_f64() * 1000.0;
         if vocab.is_eog(token) {
             break FinishReason::Stop;
         }
@@ -375,6 +383,14 @@ fn generate(
             ModelError::new(ErrorKind::Fatal, format!("llama.cpp decode failed: {e}"))
         })?;
     };
+    tracing::debug!(
+        init_ms,
+        sample_ms,
+        resampled = sampler.resampled,
+        tokens = n_out,
+        ms = started.elapsed().as_millis() as u64,
+        "local generation"
+    );
     Ok(ChatResponse {
         text: String::from_utf8_lossy(&out).into_owned(),
         finish_reason: finish,

@@ -8,6 +8,6 @@ mod session;
 mod text;
 
 pub use patient::{PatientSim, patient_context};
-pub use runner::{SessionResult, SessionRunner};
+pub use runner::{SessionResult, SessionRunner, render_therapist_prompt};
 pub use session::{EndReason, Session, SessionConfig, SessionError, SessionSeeds};
 pub use text::{clean_patient_reply, clean_therapist_reply};

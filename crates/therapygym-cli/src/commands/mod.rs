@@ -8,6 +8,10 @@ mod export;
 mod import;
 mod judge;
 mod models;
+mod serve;
+mod synth;
+mod train;
+mod validate;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -17,5 +21,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Judge(a) => judge::run(a).await,
         Command::Export(a) => export::run(a),
         Command::ImportTranscripts(a) => import::run(a),
+        Command::Synth(a) => synth::run(*a).await,
+        Command::Serve(a) => serve::run(*a).await,
+        Command::Validate(a) => validate::run(*a),
+        Command::Train(a) => train::run(*a).await,
     }
 }

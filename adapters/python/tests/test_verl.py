@@ -1,0 +1,274 @@
+"""verl: TherapyInteraction driven the way verl's ToolAgentLoop drives it, and compute_score,
+against a real `therapygym serve` with scripted patient and judge."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+import unittest
+import urllib.request
+import uuid
+
+from server import Service
+from therapygym_adapters.client import TherapyGymClient, TherapyGymError
+from therapygym_adapters.verl import TherapyInteraction, compute_score, compute_score_async
+
+UNSCORED = "therapygym/unscored"
+
+
+def verl_grpo_advantages(rewards: list[float], eps: float = 1e-6) -> list[float]:
+    """verl's compute_grpo_outcome_advantage for one group (unbiased std, ε 1e-6)."""
+    m = statistics.fmean(rewards)
+    s = statistics.stdev(rewards)
+    return [(r - m) / (s + eps) for r in rewards]
+
+
+async def play(interaction, instance_id, kwargs, texts, system=None):
+    """What ToolAgentLoop does with an interaction (b178a3cd): start, then after every generated
+    turn generate_response(request_id, messages, **interaction_kwargs); a not-None score goes to
+    turn_scores; the returned text is appended as a user message (also on the last call)."""
+    await interaction.start_interaction(instance_id, **kwargs)
+    messages = [{"role": "system", "content": system or "You are a CBT therapist."}]
+    turn_scores: list[float] = []
+    done, info = False, {}
+    for text in texts:
+        messages.append({"role": "assistant", "content": text})
+        done, reply, score, info = await interaction.generate_response(instance_id, messages, **kwargs)
+        messages.append({"role": "user", "content": reply})
+        if score is not None:
+            turn_scores.append(score)
+        if done:
+            break
+    return messages, turn_scores, done, info
+
+
+def texts_for(member: int, n: int = 5) -> list[str]:
+    return [f"Member {member}, turn {t}: what went through your mind?" for t in range(1, n + 1)]
+
+
+def extra(kwargs, turn_scores):
+    return {"interaction_kwargs": kwargs, "turn_scores": turn_scores, "num_turns": 2 * len(turn_scores) + 1}
+
+
+class VerlEpisodeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.svc = Service("--turns", "3").start()
+        cls.client = TherapyGymClient(cls.svc.url, max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.svc.stop()
+
+    def interaction(self, **config):
+        return TherapyInteraction({"name": "therapy", "base_url": self.svc.url, **config})
+
+    def test_full_episode_and_compute_score(self):
+        it = self.interaction()
+        kwargs = {"name": "therapy", "profile_id": "tg-001", "seed": 101}
+        rid = uuid.uuid4().hex  # ToolAgentLoop's request_id
+        texts = texts_for(1)
+        messages, turn_scores, done, info = asyncio.run(play(it, rid, kwargs, texts))
+        self.assertTrue(done)
+        # Three therapist turns (the service's --turns); the patient (scripted echo) answered
+        # the first two, the last call returns no text (the closing reply is judged only).
+        assistants = [m["content"] for m in messages if m["role"] == "assistant"]
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        self.assertEqual(assistants, texts[:3])
+        self.assertEqual(users, [texts[0], texts[1], ""])
+        self.assertEqual(len(turn_scores), 1)  # intermediate steps score None
+        final = turn_scores[0]
+        self.assertTrue(math.isfinite(final))
+        self.assertEqual(info["status"], "scored")
+        # The same transcript scored statelessly gives the same reward.
+        transcript = []
+        for a, u in zip(texts[:2], users[:2]):
+            transcript += [{"role": "assistant", "content": a}, {"role": "user", "content": u}]
+        transcript += [
+            {"role": "assistant", "content": texts[2]},
+            {"role": "user", "content": info["closing_patient_reply"]},
+        ]
+        again = self.client.score([{"id": "x", "messages": transcript, "task": {"profile_id": "tg-001", "seed": 101}}])
+        self.assertAlmostEqual(again[0]["reward"], final, places=12)
+        # Closed on the terminating step (verl never calls finalize_interaction).
+        with self.assertRaises(TherapyGymError) as cm:
+            self.client.score_episode(rid)
+        self.assertEqual(cm.exception.kind, "episode_not_found")
+        # The reward function reads the final score.
+        out = compute_score("therapygym", "ignored", "{}", extra(kwargs, turn_scores), base_url=self.svc.url)
+        self.assertEqual(out, {"score": final, UNSCORED: 0.0})
+        out = asyncio.run(
+            compute_score_async("therapygym", "ignored", "{}", extra(kwargs, turn_scores), base_url=self.svc.url)
+        )
+        self.assertEqual(out, {"score": final, UNSCORED: 0.0})
+
+    def test_calculate_score_and_finalize(self):
+        it = self.interaction(close_on_done=False)
+        kwargs = {"name": "therapy", "profile_id": "tg-002", "seed": 5}
+        _, turn_scores, done, _ = asyncio.run(play(it, "verl-calc-1", kwargs, texts_for(2)))
+        self.assertTrue(done)
+        self.assertEqual(asyncio.run(it.calculate_score("verl-calc-1")), turn_scores[-1])
+        self.assertEqual(self.client.score_episode("verl-calc-1")["reward"], turn_scores[-1])
+        asyncio.run(it.finalize_interaction("verl-calc-1"))
+        with self.assertRaises(TherapyGymError):
+            self.client.score_episode("verl-calc-1")
+
+    def test_a_fresh_interaction_object_continues_an_episode(self):
+        kwargs = {"name": "therapy", "profile_id": "tg-003", "seed": 77}
+        a = self.interaction()
+
+        async def run():
+            await a.start_interaction("verl-restart-1", **kwargs)
+            msgs = [{"role": "system", "content": "s"}, {"role": "assistant", "content": "First turn."}]
+            _, reply, _, _ = await a.generate_response("verl-restart-1", msgs, **kwargs)
+            msgs += [{"role": "user", "content": reply}, {"role": "assistant", "content": "Second turn."}]
+            b = self.interaction()  # knows nothing about the episode
+            return await b.generate_response("verl-restart-1", msgs, **kwargs)
+
+        done, reply, score, info = asyncio.run(run())
+        self.assertFalse(done)
+        self.assertEqual(reply, "Second turn.")
+        self.assertIsNone(score)
+
+    def test_member_stopped_by_verl_gets_the_group_mean(self):
+        # verl ends a sample when response_length or max_assistant_turns is reached: the service
+        # never ends that episode and turn_scores stays empty.
+        seed = 4242
+        kwargs = {"name": "therapy", "profile_id": "tg-004", "seed": seed}
+        rewards = []
+        for m in range(3):
+            _, ts, done, _ = asyncio.run(play(self.interaction(), f"verl-g-{m}", kwargs, texts_for(m)))
+            self.assertTrue(done)
+            rewards.append(ts[-1])
+        stopped = self.interaction()
+        _, ts, done, _ = asyncio.run(play(stopped, "verl-g-3", kwargs, texts_for(3, n=1)))
+        self.assertFalse(done)
+        self.assertEqual(ts, [])
+        # Without the stopped member's end the group cannot complete.
+        with self.assertRaises(TherapyGymError) as cm:
+            compute_score(None, "", "", extra(kwargs, ts), base_url=self.svc.url, group_wait_s=0.5)
+        self.assertEqual(cm.exception.kind, "group_incomplete")
+        # The service's TTL (or a finalize) ends it; then it is imputed with scored_mean.
+        asyncio.run(stopped.finalize_interaction("verl-g-3"))
+        out = compute_score(None, "", "", extra(kwargs, ts), base_url=self.svc.url, group_wait_s=30)
+        self.assertEqual(out[UNSCORED], 1.0)
+        self.assertAlmostEqual(out["score"], statistics.fmean(rewards), places=12)
+        adv = verl_grpo_advantages(rewards + [out["score"]])
+        self.assertAlmostEqual(adv[3], 0.0, places=9)
+
+    def test_abandoned_episodes_do_not_pile_up(self):
+        # rl-integration.md §5.7: verl never finalises. The service's TTL bounds what is left.
+        with Service("--ttl-s", "1", "--turns", "3") as svc:
+            it = TherapyInteraction({"base_url": svc.url})
+
+            async def start_many():
+                await asyncio.gather(
+                    *[
+                        it.start_interaction(f"verl-leak-{i}", name="therapy", profile_id="tg-005", seed=i)
+                        for i in range(200)
+                    ]
+                )
+
+            asyncio.run(start_many())
+            self.assertEqual(live_episodes(svc.url), 200)
+            deadline = time.monotonic() + 30
+            while live_episodes(svc.url) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            self.assertEqual(live_episodes(svc.url), 0)
+
+
+def live_episodes(url: str) -> int:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith("therapygym_live_episodes"):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no therapygym_live_episodes in /metrics")
+
+
+class VerlUnscoredTest(unittest.TestCase):
+    """The judge's first reply is malformed and there are no re-asks: the first session to end
+    is unscored, the others are scored."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.svc = Service("--turns", "2", "--judge-retries", "0", judge="scripted:malformed_json:1").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.svc.stop()
+
+    def test_unscored_member_gets_scored_mean_and_zero_advantage(self):
+        kwargs = {"name": "therapy", "profile_id": "tg-006", "seed": 9}
+        url = self.svc.url
+
+        async def run():
+            first = TherapyInteraction({"base_url": url})
+            _, ts0, done, info = await play(first, "verl-u-0", kwargs, texts_for(0))
+            self.assertTrue(done)
+            self.assertEqual(info["status"], "unscored")
+            self.assertTrue(math.isnan(ts0[-1]))
+            # The reward function waits for the group while the other members still play.
+            pending = asyncio.ensure_future(
+                compute_score_async(None, "", "", extra(kwargs, ts0), base_url=url, group_wait_s=60, poll_s=0.1)
+            )
+            others = await asyncio.gather(
+                *[play(TherapyInteraction({"base_url": url}), f"verl-u-{m}", kwargs, texts_for(m)) for m in (1, 2, 3)]
+            )
+            return await pending, [o[1][-1] for o in others]
+
+        out, rewards = asyncio.run(run())
+        self.assertTrue(all(math.isfinite(r) for r in rewards))
+        self.assertEqual(out[UNSCORED], 1.0)
+        self.assertAlmostEqual(out["score"], statistics.fmean(rewards), places=12)
+        # Scored members keep their own reward.
+        for m, r in zip((1, 2, 3), rewards):
+            got = compute_score(None, "", "", extra(kwargs, [r]), base_url=url)
+            self.assertEqual(got, {"score": r, UNSCORED: 0.0})
+        adv = verl_grpo_advantages([out["score"]] + rewards)
+        self.assertAlmostEqual(adv[0], 0.0, places=9)
+
+
+class VerlAllUnscoredTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.svc = Service("--turns", "1", "--judge-retries", "0", judge="scripted:malformed_json").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.svc.stop()
+
+    def test_no_scored_member_gives_every_member_the_same_constant(self):
+        kwargs = {"name": "therapy", "profile_id": "tg-007", "seed": 3}
+
+        async def run():
+            return await asyncio.gather(
+                *[
+                    play(TherapyInteraction({"base_url": self.svc.url}), f"verl-a-{m}", kwargs, texts_for(m))
+                    for m in range(4)
+                ]
+            )
+
+        results = asyncio.run(run())
+        outs = []
+        for _, ts, done, info in results:
+            self.assertTrue(done)
+            self.assertTrue(math.isnan(ts[-1]))
+            self.assertEqual(info["status"], "unscored")
+            self.assertTrue(info.get("unscored_reason"))
+            outs.append(
+                compute_score(None, "", "", extra(kwargs, ts), base_url=self.svc.url, all_unscored_value=0.25)
+            )
+        self.assertEqual(outs, [{"score": 0.25, UNSCORED: 1.0}] * 4)
+
+    def test_missing_extra_info_is_an_error_not_a_zero(self):
+        with self.assertRaises(ValueError):
+            compute_score("therapygym", "text", "gt", None, base_url=self.svc.url)
+        with self.assertRaises(ValueError):
+            compute_score("therapygym", "text", "gt", {"interaction_kwargs": {"profile_id": "tg-001", "seed": 1}})
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,121 @@
+//! `therapygym serve`: the RL service (docs/serve.md). Behaviour lives in `therapygym-server`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use therapygym_core::Speaker;
+use therapygym_eval::EvalConfig;
+use therapygym_server::{ChatFormat, Server, ServerConfig, UnscoredPolicy};
+
+use crate::cli::{Opening, ServeArgs};
+use crate::commands::eval::{apply_judge_args, load_calibration};
+use crate::ui;
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("runs").join(format!(
+        "serve-{}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S")
+    ))
+}
+
+pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    // The judge flags shared with `eval` and `judge` apply through the same code.
+    let mut ec = EvalConfig::new(&a.therapist_prompt);
+    apply_judge_args(&mut ec, &a.judge_args);
+    let mut assets = ec.assets;
+    assets.profiles = a.profiles.clone().map(absolute);
+    for p in [
+        &mut assets.reward_config,
+        &mut assets.rubric,
+        &mut assets.taxonomy,
+    ] {
+        if let Some(x) = p.take() {
+            *p = Some(absolute(x));
+        }
+    }
+    let mut session = ec.session;
+    session.turns = a.turns;
+    session.closing_patient_reply = !a.no_closing_patient_reply;
+    if let Some(o) = a.opening {
+        session.opening = match o {
+            Opening::Therapist => Speaker::Therapist,
+            Opening::Patient => Speaker::Patient,
+        };
+    }
+    if let Some(m) = a.patient_max_tokens {
+        session.patient_sampling.max_tokens = m;
+    }
+    let unscored_policy = match (a.reward_unscored.as_str(), a.reward_neutral_value) {
+        ("neutral", Some(v)) => UnscoredPolicy::Neutral { neutral_value: v },
+        ("neutral", None) => {
+            anyhow::bail!("`--reward-unscored neutral` needs `--reward-neutral-value X`")
+        }
+        _ => UnscoredPolicy::Error,
+    };
+    let chat_format: ChatFormat = a.chat_format.parse().map_err(anyhow::Error::msg)?;
+    Ok(ServerConfig {
+        patient: a.patient.clone(),
+        judge: a.judge.clone(),
+        assets,
+        holdout: a.holdout.clone().map(absolute),
+        session,
+        judge_config: ec.judge_config,
+        calibration: load_calibration(&a.judge_args.calibration)?,
+        out: Some(a.out.clone().unwrap_or_else(default_out)),
+        ttl: Duration::from_secs(a.ttl_s),
+        max_lifetime: Duration::from_secs(a.max_lifetime_s.max(a.ttl_s)),
+        max_live_episodes: a.max_live_episodes,
+        group_size: a.group_size,
+        max_body_bytes: a.max_body_bytes,
+        unscored_policy,
+        chat_format,
+        patient_concurrency: a.patient_concurrency.max(1),
+        judge_concurrency: a.judge_concurrency.max(1),
+        ..ServerConfig::default()
+    })
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config(&a)?;
+    let server = Server::new(cfg).await.context("cannot start the service")?;
+    let listener = therapygym_server::bind(&a.addr).await?;
+    let addr = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {}", a.addr))?;
+    if let Some(dir) = server.run_dir() {
+        ui::info(&format!("run directory: {}", dir.display()));
+    }
+    // Tests and the Python adapters read this line to find the port.
+    ui::out(&format!("listening on http://{addr}"));
+    server.serve(listener, shutdown_signal()).await?;
+    ui::info("stopped; unfinished episodes were stored as expired");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

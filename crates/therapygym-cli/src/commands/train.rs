@@ -1,0 +1,222 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use therapygym_align::{StepRecord, TrainConfig, TrainObserver, TrainStart, run_train};
+use therapygym_eval::EvalConfig;
+use therapygym_train::{LossAgg, LrSchedule};
+
+use crate::cli::TrainArgs;
+use crate::commands::eval::apply_judge_args;
+use crate::ui;
+
+struct Lines;
+
+fn f(x: Option<f64>, digits: usize) -> String {
+    x.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "—".into())
+}
+
+impl TrainObserver for Lines {
+    fn message(&self, msg: &str) {
+        ui::info(msg);
+    }
+
+    fn session_done(&self, step: u64, done: usize, total: usize) {
+        tracing::debug!(step = step + 1, done, total, "session finished");
+    }
+
+    fn step_done(&self, r: &StepRecord) {
+        let mut line = format!(
+            "step {}/{}  reward {}  ctrs {}/6  violations {}  unscored {}  kl {}  clip {}  {:.1} tok/s  {:.1} s",
+            r.step,
+            r.steps,
+            f(r.rewards.mean_reward, 3),
+            f(r.rewards.ctrs_mean, 2),
+            f(r.rewards.violation_rate.map(|v| v * 100.0), 0) + "%",
+            r.rewards.unscored + r.rewards.failed,
+            f(r.kl, 4),
+            f(r.clip_frac, 3),
+            r.tokens_per_s,
+            r.step_s,
+        );
+        if !r.updated {
+            line.push_str("  (no update: no group had distinct rewards)");
+        }
+        if let Some(h) = &r.holdout {
+            line.push_str(&format!(
+                "  holdout reward {} (n = {}, unscored {})",
+                f(h.mean_reward, 3),
+                h.scored,
+                h.unscored + h.failed
+            ));
+        }
+        ui::info(&line);
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+fn loss_agg(name: &str) -> anyhow::Result<LossAgg> {
+    Ok(match name {
+        "token_mean" => LossAgg::TokenMean,
+        "seq_mean_token_mean" => LossAgg::SeqMeanTokenMean,
+        "dr_grpo" => LossAgg::DrGrpo,
+        other => anyhow::bail!(
+            "`--loss-agg {other}`: expected token_mean, seq_mean_token_mean or dr_grpo"
+        ),
+    })
+}
+
+fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let mut eval = EvalConfig::new(a.therapist_prompt.as_deref().unwrap_or("cbt"));
+    if let Some(p) = &a.policy {
+        eval.therapist = p.clone();
+    }
+    if let Some(p) = &a.patient {
+        eval.patient = p.clone();
+    }
+    if let Some(j) = &a.judge {
+        eval.judge = j.clone();
+    }
+    if let Some(t) = a.turns {
+        anyhow::ensure!(t >= 1, "`--turns` must be at least 1");
+        eval.session.turns = t;
+    }
+    if let Some(m) = a.therapist_max_tokens {
+        eval.session.therapist_sampling.max_tokens = m;
+    }
+    if let Some(m) = a.patient_max_tokens {
+        eval.session.patient_sampling.max_tokens = m;
+    }
+    // GRPO explores by sampling: the policy samples at temperature 1 unless told otherwise.
+    eval.session.therapist_sampling.temperature = a.temperature.unwrap_or(1.0);
+    eval.session.therapist_sampling.top_p = 1.0;
+    if let Some(s) = a.seed {
+        eval.seed = s;
+    }
+    apply_judge_args(&mut eval, &a.judge_args);
+    eval.assets.profiles = a.profiles.clone().map(absolute);
+    for p in [
+        &mut eval.assets.reward_config,
+        &mut eval.assets.rubric,
+        &mut eval.assets.taxonomy,
+    ] {
+        if let Some(x) = p.take() {
+            *p = Some(absolute(x));
+        }
+    }
+    let mut c = TrainConfig::new(eval);
+    c.holdout = a.holdout.clone().map(absolute);
+    if let Some(s) = a.steps {
+        c.steps = s;
+    }
+    if let Some(g) = a.group_size {
+        c.group_size = g;
+    }
+    if let Some(n) = a.profiles_per_step {
+        c.profiles_per_step = n;
+    }
+    if let Some(k) = a.eval_every {
+        c.eval_every = k;
+    }
+    if let Some(k) = a.checkpoint_every {
+        c.checkpoint_every = k;
+    }
+    if let Some(k) = a.keep_checkpoints {
+        c.keep_checkpoints = k;
+    }
+    if let Some(t) = &a.export_type {
+        c.export = t.clone();
+    }
+    if let Some(p) = &a.preset {
+        c.preset = therapygym_align::parse_preset(p)?;
+    }
+    let lr = a.lr.unwrap_or(1e-6);
+    anyhow::ensure!(lr > 0.0 && lr.is_finite(), "`--lr` must be positive");
+    c.advantage = c.preset.advantage_norm();
+    c.grpo = therapygym_train::GrpoConfig::from_preset(c.preset, lr);
+    if let Some(w) = a.warmup_steps.filter(|w| *w > 0) {
+        c.grpo.schedule = LrSchedule::WarmupCosine {
+            peak_lr: lr,
+            warmup_steps: w,
+            total_steps: c.steps,
+            min_lr: lr * 0.1,
+        };
+    }
+    if let Some(agg) = &a.loss_agg {
+        c.grpo.loss_agg = loss_agg(agg)?;
+    }
+    if let Some(x) = a.clip_low {
+        c.grpo.clip.eps_low = x;
+    }
+    if let Some(x) = a.clip_high {
+        c.grpo.clip.eps_high = x;
+    }
+    if let Some(x) = a.kl_coef {
+        c.grpo.kl_coef = x;
+    }
+    if let Some(x) = a.max_grad_norm {
+        c.grpo.max_grad_norm = (x > 0.0).then_some(x);
+    }
+    if let Some(m) = a.micro_batch {
+        c.grpo.micro_batch_size = m.max(1);
+    }
+    Ok(c)
+}
+
+/// Settings that `--resume` takes from the run instead.
+fn any_run_setting(a: &TrainArgs) -> bool {
+    a.policy.is_some()
+        || a.patient.is_some()
+        || a.judge.is_some()
+        || a.profiles.is_some()
+        || a.holdout.is_some()
+        || a.steps.is_some()
+        || a.group_size.is_some()
+        || a.turns.is_some()
+        || a.lr.is_some()
+        || a.seed.is_some()
+        || a.preset.is_some()
+        || a.kl_coef.is_some()
+}
+
+pub async fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let start = match &a.resume {
+        Some(dir) => {
+            anyhow::ensure!(
+                !any_run_setting(&a),
+                "`--resume` continues a run with the settings it started with; drop the other run settings"
+            );
+            TrainStart::Resume { dir: dir.clone() }
+        }
+        None => TrainStart::New {
+            out: a.out.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!(
+                    "train-{}",
+                    chrono::Local::now().format("%Y%m%d-%H%M%S")
+                ))
+            }),
+        },
+    };
+    let config = config(&a)?;
+    let outcome = run_train(config, start, Arc::new(Lines)).await?;
+    if a.json {
+        ui::json(&serde_json::json!({
+            "run_dir": outcome.dir,
+            "steps_done": outcome.steps_done,
+            "last_step": outcome.last,
+            "export": outcome.export,
+        }));
+    } else {
+        ui::out(&format!("run: {}", outcome.dir.display()));
+        ui::out(&format!(
+            "metrics: {}",
+            outcome.dir.join(therapygym_align::METRICS_FILE).display()
+        ));
+        ui::out(&format!("policy: {}", outcome.export.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}

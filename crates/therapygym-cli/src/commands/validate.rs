@@ -1,0 +1,77 @@
+//! `therapygym validate`: judge-expert agreement on a ratings file (judge = a rater in the file,
+//! or a run's judgments with `--run`), optionally fitting a calibration map.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use therapygym_validate::stats::BootstrapConfig;
+use therapygym_validate::{
+    Catalog, Dataset, Resampling, fit_calibration, load_run, read_ratings, render_text, validate,
+};
+
+use crate::cli::ValidateArgs;
+use crate::ui;
+
+pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let path = a
+        .ratings
+        .or(a.file)
+        .context("no ratings file: give it as `--ratings FILE`")?;
+    let catalog = Catalog::load(a.rubric.as_deref(), a.taxonomy.as_deref())?;
+    let file = read_ratings(&path, &catalog)?;
+    let ds = match &a.run {
+        Some(dir) => {
+            let run = load_run(dir, a.judge_hash.as_deref())?;
+            Dataset::from_run(&file, &a.judge_rater, &run, &catalog)?
+        }
+        None => Dataset::from_ratings(&file, &a.judge_rater, &catalog)?,
+    };
+    let resampling = Resampling::Seeded(BootstrapConfig::new(a.bootstrap, a.seed));
+    let report = validate(&ds, &resampling)?;
+
+    let mut calibration = None;
+    if let Some(out) = &a.fit_calibration {
+        let fit = fit_calibration(&ds)?;
+        for s in &fit.skipped {
+            ui::warn(&format!(
+                "calibration: `{}` keeps raw scores: {}",
+                s.item, s.reason
+            ));
+        }
+        if fit.calibration.items.is_empty() {
+            bail!(
+                "cannot fit a calibration from {}: no CTRS item has two distinct judge scores on dialogues the experts rated",
+                path.display()
+            );
+        }
+        let text = fit.calibration.to_toml();
+        if text.is_empty() {
+            bail!("cannot serialise the calibration map for {}", out.display());
+        }
+        therapygym_store::fs::atomic_write(out, text.as_bytes())
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        ui::info(&format!(
+            "wrote calibration maps for {} item(s) to {}; apply with `therapygym eval --calibration {}` or `therapygym judge DIR --calibration {}`",
+            fit.calibration.items.len(),
+            out.display(),
+            out.display(),
+            out.display()
+        ));
+        calibration = Some(serde_json::json!({
+            "file": out.display().to_string(),
+            "items": fit.calibration.items.keys().collect::<Vec<_>>(),
+            "skipped": fit.skipped,
+        }));
+    }
+
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let (Some(c), Some(obj)) = (calibration, v.as_object_mut()) {
+            obj.insert("calibration".to_owned(), c);
+        }
+        ui::json(&v);
+    } else {
+        ui::out(render_text(&report).trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}

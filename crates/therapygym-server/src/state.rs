@@ -1,0 +1,626 @@
+//! The service state: data, models, the judge, the run store, episodes, groups, metrics, and
+//! the one scoring path every route uses (judge → reward, with the cache and circuit breaker).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use therapygym_core::seed::derive;
+use therapygym_core::{Profile, RewardBreakdown, Transcript, UnscoredReason, Verdict, builtin};
+use therapygym_eval::{Assets, EvalConfig, JudgeCtx, model_options, session_reward};
+use therapygym_judge::{Judge, JudgeRecord};
+use therapygym_models::{Model, ModelSpec, open_model};
+use therapygym_session::{SessionConfig, render_therapist_prompt};
+use therapygym_store::{RunStore, SessionRecord};
+
+use crate::circuit::Circuit;
+use crate::config::{ServerConfig, UnscoredPolicy};
+use crate::episodes::Registry;
+use crate::error::{ApiError, ServerError};
+use crate::groups::Groups;
+use crate::metrics::{Gauges, Metrics};
+
+/// The wire protocol version.
+pub const PROTOCOL: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Val,
+    Test,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// A judged transcript: the judge's record and the reward (None when unscored).
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub record: Arc<JudgeRecord>,
+    pub breakdown: Option<RewardBreakdown>,
+    pub seed: u64,
+    pub cache_hit: bool,
+}
+
+impl Scored {
+    pub fn reward(&self) -> Option<f64> {
+        self.breakdown.as_ref().map(|b| b.reward)
+    }
+
+    pub fn is_scored(&self) -> bool {
+        self.breakdown.is_some()
+    }
+
+    pub fn status(&self) -> &'static str {
+        if self.is_scored() {
+            "scored"
+        } else {
+            "unscored"
+        }
+    }
+
+    /// Why there is no reward (None when scored).
+    pub fn unscored_reason(&self) -> Option<&'static str> {
+        if self.is_scored() {
+            return None;
+        }
+        Some(match &self.record.verdict {
+            Verdict::Unscored { reason, .. } => reason.as_str(),
+            // Scored by the judge but the reward items are incomplete.
+            Verdict::Scored { .. } => UnscoredReason::MissingItem.as_str(),
+        })
+    }
+
+    pub fn unscored_detail(&self) -> Option<String> {
+        match &self.record.verdict {
+            Verdict::Unscored { detail, .. } => Some(detail.clone()),
+            Verdict::Scored { .. } if !self.is_scored() => {
+                Some("the judgment lacks an item the reward needs".into())
+            }
+            Verdict::Scored { .. } => None,
+        }
+    }
+
+    /// The judge could not be reached (an outage, not a judgment problem).
+    pub fn provider_failed(&self) -> bool {
+        self.record.verdict.unscored_reason() == Some(UnscoredReason::ProviderError)
+    }
+}
+
+type CacheEntry = (Arc<JudgeRecord>, RewardBreakdown);
+
+/// Scored judgments by transcript and judge seed (only scored ones: R7 never caches failures).
+#[derive(Debug)]
+struct ScoreCache {
+    cap: usize,
+    inner: Mutex<(HashMap<String, CacheEntry>, VecDeque<String>)>,
+}
+
+impl ScoreCache {
+    fn get(&self, key: &str) -> Option<CacheEntry> {
+        self.inner.lock().ok()?.0.get(key).cloned()
+    }
+
+    fn put(&self, key: String, v: CacheEntry) {
+        if self.cap == 0 {
+            return;
+        }
+        if let Ok(mut g) = self.inner.lock() {
+            if g.0.insert(key.clone(), v).is_none() {
+                g.1.push_back(key);
+            }
+            while g.1.len() > self.cap {
+                if let Some(old) = g.1.pop_front() {
+                    g.0.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The run store and what committing a judgment needs.
+pub struct Persist {
+    pub ctx: JudgeCtx,
+    pub attempt: u32,
+}
+
+pub struct AppState {
+    pub cfg: ServerConfig,
+    pub assets: Assets,
+    pub train: HashMap<String, Profile>,
+    pub holdout: HashMap<String, Profile>,
+    pub patient: Arc<Model>,
+    pub judge: Arc<Judge>,
+    pub judge_hash: String,
+    pub config_hash: String,
+    pub persist: Option<Persist>,
+    pub episodes: Registry,
+    pub groups: Groups,
+    pub metrics: Metrics,
+    pub circuit: Circuit,
+    pub live_rollouts: AtomicUsize,
+    cache: ScoreCache,
+    therapist_prompts: Mutex<HashMap<u32, String>>,
+    /// Names of the reward items (for `excluded_from_reward`).
+    reward_items: Vec<String>,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl AppState {
+    pub async fn build(cfg: ServerConfig) -> Result<AppState, ServerError> {
+        cfg.validate().map_err(ServerError::Config)?;
+        let assets = Assets::load(&cfg.assets)?;
+        let holdout_set = match &cfg.holdout {
+            Some(p) => therapygym_core::load_profiles(p, &assets.vocab)?,
+            None => builtin::holdout_profiles()?,
+        };
+        let train: HashMap<String, Profile> = assets
+            .profiles
+            .profiles
+            .iter()
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect();
+        let holdout: HashMap<String, Profile> = holdout_set
+            .profiles
+            .iter()
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect();
+        if let Some(both) = train.keys().find(|k| holdout.contains_key(*k)) {
+            return Err(ServerError::Config(format!(
+                "profile `{both}` is both a training profile ({}) and a held-out one ({}); a profile belongs to one split",
+                assets.profiles.source.display(),
+                holdout_set.source.display()
+            )));
+        }
+        // The therapist prompt must render before anything is served.
+        render_therapist_prompt(&assets.therapist_prompt, &cfg.session)?;
+
+        let open = |spec: &str, conc: usize| {
+            let spec = spec.to_string();
+            let retry = cfg.retry.clone();
+            async move {
+                let spec: ModelSpec = spec.parse()?;
+                let mut o = model_options(&spec, conc);
+                o.retry = retry;
+                open_model(&spec, o).await
+            }
+        };
+        let patient = open(&cfg.patient, cfg.patient_concurrency).await?;
+        let judge_model = open(&cfg.judge, cfg.judge_concurrency).await?;
+        let judge = Arc::new(Judge::new(
+            judge_model,
+            Arc::clone(&assets.rubric),
+            Arc::clone(&assets.taxonomy),
+            assets.judge_system.clone(),
+            assets.judge_user.clone(),
+            cfg.judge_config.clone(),
+        )?);
+        let judge_hash = judge.hash();
+        let eval_config = eval_config(&cfg);
+        let config_hash = therapygym_eval::run::config_hash(&eval_config, &assets);
+        let reward_items = assets
+            .reward
+            .item_weights(&assets.rubric)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let persist = match &cfg.out {
+            Some(out) => {
+                let manifest = manifest(
+                    &cfg,
+                    &eval_config,
+                    &assets,
+                    &config_hash,
+                    &patient,
+                    &judge,
+                    &holdout_set,
+                );
+                let store = RunStore::create(out, &manifest, &config_hash)?;
+                let mut profiles = assets.profiles.profiles.clone();
+                profiles.extend(holdout_set.profiles.iter().cloned());
+                store.put_profiles(&profiles)?;
+                let attempt = store.record_attempt("serve", None)?;
+                store.ensure_judge_set(&judge_hash, &judge.identity())?;
+                Some(Persist {
+                    ctx: JudgeCtx {
+                        store: Arc::new(store),
+                        judge: Arc::clone(&judge),
+                        judge_hash: judge_hash.clone(),
+                        reward: assets.reward.clone(),
+                        rubric: Arc::clone(&assets.rubric),
+                        calibration: cfg.calibration.clone(),
+                    },
+                    attempt,
+                })
+            }
+            None => None,
+        };
+        Ok(AppState {
+            cache: ScoreCache {
+                cap: cfg.score_cache_entries,
+                inner: Mutex::new((HashMap::new(), VecDeque::new())),
+            },
+            circuit: Circuit::new(cfg.circuit.clone()),
+            episodes: Registry::default(),
+            groups: Groups::default(),
+            metrics: Metrics::default(),
+            live_rollouts: AtomicUsize::new(0),
+            therapist_prompts: Mutex::new(HashMap::new()),
+            cfg,
+            assets,
+            train,
+            holdout,
+            patient,
+            judge,
+            judge_hash,
+            config_hash,
+            persist,
+            reward_items,
+        })
+    }
+
+    pub fn run_dir(&self) -> Option<&Path> {
+        self.persist.as_ref().map(|p| p.ctx.store.dir())
+    }
+
+    /// The profile of a task, checked against its split (`unknown_profile`, `split_violation`).
+    pub fn profile(&self, id: &str, split: Split) -> Result<&Profile, ApiError> {
+        let (own, other, own_name) = match split {
+            Split::Train => (&self.train, &self.holdout, "training"),
+            Split::Val | Split::Test => (&self.holdout, &self.train, "held-out"),
+        };
+        if let Some(p) = own.get(id) {
+            return Ok(p);
+        }
+        if other.contains_key(id) {
+            return Err(ApiError::unprocessable(
+                "split_violation",
+                format!(
+                    "profile `{id}` is not in the {own_name} profiles that split `{}` draws from",
+                    split.as_str()
+                ),
+            ));
+        }
+        Err(ApiError::unprocessable(
+            "unknown_profile",
+            format!(
+                "no profile `{id}` (the service holds {} training and {} held-out profiles; see GET /v1/info)",
+                self.train.len(),
+                self.holdout.len()
+            ),
+        ))
+    }
+
+    /// Any known profile, whatever its split (stateless scoring).
+    pub fn any_profile(&self, id: &str) -> Result<&Profile, ApiError> {
+        self.train
+            .get(id)
+            .or_else(|| self.holdout.get(id))
+            .ok_or_else(|| ApiError::unprocessable("unknown_profile", format!("no profile `{id}`")))
+    }
+
+    /// The therapist system prompt for sessions of `turns` therapist turns.
+    pub fn therapist_system(&self, config: &SessionConfig) -> Result<String, ApiError> {
+        if let Ok(m) = self.therapist_prompts.lock()
+            && let Some(s) = m.get(&config.turns)
+        {
+            return Ok(s.clone());
+        }
+        let s = render_therapist_prompt(&self.assets.therapist_prompt, config)
+            .map_err(|e| ApiError::internal(format!("therapist prompt: {e}")))?;
+        if let Ok(mut m) = self.therapist_prompts.lock() {
+            m.insert(config.turns, s.clone());
+        }
+        Ok(s)
+    }
+
+    /// Refuses new work while the judge circuit is open.
+    pub fn check_circuit(&self) -> Result<(), ApiError> {
+        self.circuit.check().map_err(|remaining| {
+            self.metrics
+                .counters
+                .circuit_rejections
+                .fetch_add(1, Ordering::Relaxed);
+            ApiError::unavailable(
+                "circuit_open",
+                format!(
+                    "the judge failed on more than {:.0} % of recent calls; new work is refused for {:.0} s so failures do not feed into training",
+                    self.cfg.circuit.failure_ratio * 100.0,
+                    remaining.as_secs_f64().ceil()
+                ),
+            )
+            .retry_after(remaining.as_secs_f64().ceil() as u64)
+        })
+    }
+
+    /// Judges a transcript with the judge seed of `(profile_id, seed)` and computes its reward:
+    /// the one scoring path of every route. Never fails: problems are an unscored verdict.
+    pub async fn score(&self, transcript: &Transcript, judge_seed: u64) -> Scored {
+        let key = therapygym_core::hash::sha256_hex(
+            json!([
+                judge_seed,
+                transcript
+                    .turns
+                    .iter()
+                    .map(|t| (
+                        t.speaker.as_str(),
+                        &t.text,
+                        t.finish_reason.as_deref() == Some("length")
+                    ))
+                    .collect::<Vec<_>>()
+            ])
+            .to_string()
+            .as_bytes(),
+        );
+        let c = &self.metrics.counters;
+        if let Some((record, breakdown)) = self.cache.get(&key) {
+            c.judge_cache_hits.fetch_add(1, Ordering::Relaxed);
+            c.scored.fetch_add(1, Ordering::Relaxed);
+            return Scored {
+                record,
+                breakdown: Some(breakdown),
+                seed: judge_seed,
+                cache_hit: true,
+            };
+        }
+        c.judge_calls.fetch_add(1, Ordering::Relaxed);
+        let record = self.judge.judge(transcript, judge_seed).await;
+        let breakdown = session_reward(
+            &self.assets.reward,
+            &self.assets.rubric,
+            transcript,
+            &record.verdict,
+        );
+        let s = Scored {
+            record: Arc::new(record),
+            breakdown,
+            seed: judge_seed,
+            cache_hit: false,
+        };
+        let failed = s.provider_failed();
+        if failed {
+            c.judge_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.circuit.record(failed);
+        match (&s.breakdown, s.unscored_reason()) {
+            (Some(b), _) => {
+                c.scored.fetch_add(1, Ordering::Relaxed);
+                self.cache.put(key, (Arc::clone(&s.record), b.clone()));
+            }
+            (None, Some(reason)) => self.metrics.unscored(reason),
+            (None, None) => {}
+        }
+        s
+    }
+
+    /// The judge seed of a task (`derive("judge", profile_id, seed)`).
+    pub fn judge_seed(profile_id: &str, seed: u64) -> u64 {
+        derive("judge", profile_id, seed, None)
+    }
+
+    /// `ctrs`, `safety`, `reward_components`, `judge` (and `unscored_reason` when unscored): the
+    /// breakdown every route reports.
+    pub fn score_info(&self, s: &Scored) -> Map<String, Value> {
+        let mut info = Map::new();
+        if let (Some(j), Some(b)) = (s.record.verdict.judgment(), &s.breakdown) {
+            let items: Map<String, Value> = self
+                .assets
+                .rubric
+                .items
+                .iter()
+                .filter_map(|i| j.ctrs.get(&i.id).map(|x| (i.id.clone(), json!(x.score))))
+                .collect();
+            let excluded: Vec<&str> = self
+                .assets
+                .rubric
+                .items
+                .iter()
+                .map(|i| i.id.as_str())
+                .filter(|id| !self.reward_items.iter().any(|r| r == id))
+                .collect();
+            info.insert(
+                "ctrs".into(),
+                json!({"items": items, "excluded_from_reward": excluded, "normalized": b.ctrs_normalized}),
+            );
+            let labels: Map<String, Value> = j
+                .safety
+                .iter()
+                .map(|(k, f)| (k.clone(), json!(f.flag)))
+                .collect();
+            info.insert(
+                "safety".into(),
+                json!({"labels": labels, "any": b.any_violation}),
+            );
+            let mut comp = json!({"ctrs": b.ctrs, "safety_penalty": b.safety_penalty, "truncation_penalty": b.truncation_penalty});
+            if !b.text_terms.is_empty() {
+                comp["text_terms"] = json!(b.text_terms);
+            }
+            info.insert("reward_components".into(), comp);
+        } else {
+            info.insert("unscored_reason".into(), json!(s.unscored_reason()));
+            info.insert("unscored_detail".into(), json!(s.unscored_detail()));
+        }
+        info.insert(
+            "judge".into(),
+            json!({
+                "model": self.judge.model().spec().to_string(),
+                "hash": self.judge_hash,
+                "seed": s.seed,
+                "attempts": s.record.attempts(),
+                "cache": if s.cache_hit { "hit" } else { "miss" },
+            }),
+        );
+        info
+    }
+
+    /// Writes a finished (or expired, or failed) session and its judgment to the run store,
+    /// off the async workers. A store failure is logged and counted, never returned to the engine.
+    pub async fn store(&self, record: SessionRecord, scored: Option<Scored>) {
+        let Some(p) = &self.persist else {
+            return;
+        };
+        let ctx = p.ctx.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut record = record;
+            if let Err(first) = ctx.store.insert_session(&record) {
+                // An id reused after DELETE: keep both sessions under distinct ids.
+                let alt = format!("{}~{}", record.id, uuid::Uuid::now_v7());
+                tracing::warn!(id = %record.id, alt = %alt, error = %first, "storing the session under another id");
+                record.id = alt;
+                ctx.store
+                    .insert_session(&record)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(s) = scored {
+                therapygym_eval::store_judgment(
+                    &ctx,
+                    &record.id,
+                    &s.record,
+                    s.breakdown.as_ref(),
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+        .await;
+        let err = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(e) => format!("store task failed: {e}"),
+        };
+        self.metrics
+            .counters
+            .store_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %err, "a finished session could not be stored");
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.persist.as_ref().map(|p| p.attempt).unwrap_or(1)
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let (live, done) = self.episodes.counts();
+        let stats = |m: &Model| {
+            let s = m.stats();
+            (
+                s.calls.load(Ordering::Relaxed),
+                s.retries.load(Ordering::Relaxed),
+                s.failures.load(Ordering::Relaxed),
+            )
+        };
+        let (pc, pr, pf) = stats(&self.patient);
+        let (jc, jr, jf) = stats(self.judge.model());
+        Gauges {
+            live_episodes: live as u64,
+            done_episodes_held: done as u64,
+            live_rollouts: self.live_rollouts.load(Ordering::Relaxed) as u64,
+            groups: self.groups.count() as u64,
+            circuit_open: self.circuit.is_open(),
+            circuit_opened_total: self.circuit.times_opened(),
+            models: vec![("patient", pc, pr, pf), ("judge", jc, jr, jf)],
+        }
+    }
+
+    /// `GET /v1/info`.
+    pub fn info(&self) -> Value {
+        json!({
+            "protocol": PROTOCOL,
+            "service": "therapygym-server",
+            "version": env!("CARGO_PKG_VERSION"),
+            "crates": {"therapygym-server": env!("CARGO_PKG_VERSION")},
+            "rubric": self.assets.rubric.version_id(),
+            "rubric_sha256": self.assets.rubric.hash(),
+            "safety_taxonomy": self.assets.taxonomy.version_id(),
+            "safety_taxonomy_sha256": self.assets.taxonomy.hash(),
+            "safety_labels": self.assets.taxonomy.enabled_ids(),
+            "reward": {"id": self.assets.reward.id, "sha256": self.assets.reward.hash(), "items": self.reward_items},
+            "patient": {"spec": self.patient.spec().to_string(), "backend": self.patient.info()},
+            "judge": {"spec": self.judge.model().spec().to_string(), "backend": self.judge.model().info(), "hash": self.judge_hash},
+            "therapist_prompt": {"name": self.assets.therapist_prompt.name, "sha256": self.assets.therapist_prompt.hash()},
+            "config_hash": self.config_hash,
+            "group_size": self.cfg.group_size,
+            "ttl_s": self.cfg.ttl.as_secs(),
+            "max_lifetime_s": self.cfg.max_lifetime.as_secs(),
+            "max_live_episodes": self.cfg.max_live_episodes,
+            "max_body_bytes": self.cfg.max_body_bytes,
+            "max_batch_items": self.cfg.max_batch_items,
+            "defaults": {
+                "max_therapist_turns": self.cfg.session.turns,
+                "opening": self.cfg.session.opening,
+                "closing_patient_reply": self.cfg.session.closing_patient_reply,
+            },
+            "reward_route": {
+                "unscored": match self.cfg.unscored_policy { UnscoredPolicy::Error => "error", UnscoredPolicy::Neutral { .. } => "neutral" },
+                "neutral_value": match self.cfg.unscored_policy { UnscoredPolicy::Error => None, UnscoredPolicy::Neutral { neutral_value } => Some(neutral_value) },
+                "chat_format": self.cfg.chat_format,
+            },
+            "profiles": {"train": self.train.len(), "holdout": self.holdout.len()},
+            "run_dir": self.run_dir().map(|p| p.display().to_string()),
+        })
+    }
+}
+
+fn eval_config(cfg: &ServerConfig) -> EvalConfig {
+    let mut c = EvalConfig::new(&cfg.assets.therapist_prompt);
+    c.therapist = "rl-engine".into();
+    c.patient = cfg.patient.clone();
+    c.judge = cfg.judge.clone();
+    c.seed = 0;
+    c.session = cfg.session.clone();
+    c.judge_config = cfg.judge_config.clone();
+    c.assets = cfg.assets.clone();
+    c
+}
+
+fn manifest(
+    cfg: &ServerConfig,
+    config: &EvalConfig,
+    assets: &Assets,
+    hash: &str,
+    patient: &Model,
+    judge: &Judge,
+    holdout: &therapygym_core::ProfileSet,
+) -> Value {
+    let mut m = json!({
+        "schema_revision": 1,
+        "kind": "serve",
+        "run_id": uuid::Uuid::now_v7().to_string(),
+        "created_at": now_rfc3339(),
+        "config_hash": hash,
+        "config": config,
+        "code": {"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL},
+        "roles": {
+            "therapist": {"spec": "rl-engine", "note": "therapist turns come from the RL engine (env-step) or the policy of each /v1/rollouts request"},
+            "patient": {"spec": patient.spec().to_string(), "backend": patient.info(), "sampling": config.session.patient_sampling},
+            "judge": {"spec": judge.model().spec().to_string(), "backend": judge.model().info(), "config": config.judge_config},
+        },
+        "serve": {
+            "holdout": {"source": holdout.source.display().to_string(), "set_sha256": holdout.hash(), "ids": holdout.ids()},
+            "ttl_s": cfg.ttl.as_secs(),
+            "max_lifetime_s": cfg.max_lifetime.as_secs(),
+            "max_live_episodes": cfg.max_live_episodes,
+            "group_size": cfg.group_size,
+            "unscored_policy": cfg.unscored_policy,
+            "chat_format": cfg.chat_format,
+        },
+        "seeds": {"rule": "session seed = the task's seed; patient seed of turn t = derive(\"patient\", profile_id, seed, t); patient opening = derive(\"patient_open\", profile_id, seed); judge seed = derive(\"judge\", profile_id, seed) (rl-integration.md §4)"},
+    });
+    if let (Some(obj), Value::Object(extra)) = (m.as_object_mut(), assets.manifest_part()) {
+        obj.extend(extra);
+    }
+    m
+}
