@@ -19,4 +19,4 @@ if [ "${THERAPYGYM_SKIP_RUN:-0}" = "1" ]; then
   exit 0
 fi
 log "a small evaluation on the embedded model (SmolLM2-135M plays therapist, patient and judge)"
-"$bin" eval --limit 2 --turns 2 --judge-rationale-chars 120 --max-unscored-rate 1.0
+"$bin" eval --limit 2 --turns 2 --therapist-max-tokens 96 --patient-max-tokens 64 --judge-rationale-chars 120 --max-unscored-rate 1.0
