@@ -286,9 +286,7 @@ fn resume_after_sigkill_loses_nothing_and_runs_nothing_twice() {
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        if run_dir.join("run.sqlite").is_file()
-            && count(&run_dir, "SELECT COUNT(*) FROM sessions") >= 3
-        {
+        if try_count(&run_dir, "SELECT COUNT(*) FROM sessions").is_some_and(|n| n >= 3) {
             break;
         }
         assert!(

@@ -43,3 +43,14 @@ pub fn count(dir: &Path, sql: &str) -> i64 {
     let c = rusqlite::Connection::open(dir.join("run.sqlite")).unwrap();
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// Like [`count`], for polling a run another process is still creating: `None` until the
+/// database and its tables exist.
+pub fn try_count(dir: &Path, sql: &str) -> Option<i64> {
+    let db = dir.join("run.sqlite");
+    if !db.is_file() {
+        return None;
+    }
+    let c = rusqlite::Connection::open(db).ok()?;
+    c.query_row(sql, [], |r| r.get(0)).ok()
+}
