@@ -95,10 +95,15 @@ cap = 40
         let reward = d.path().join("reward.toml");
         std::fs::write(&reward, REWARD).unwrap();
         let run_dir = d.path().join("run");
-        let o = run(
-            &args(run_dir.to_str().unwrap(), reward.to_str().unwrap(), "2"),
-            d.path(),
-        );
+        let holdout = d.path().join("holdout.jsonl");
+        let two: Vec<&str> = include_str!("../../../data/profiles/holdout.jsonl")
+            .lines()
+            .take(2)
+            .collect();
+        std::fs::write(&holdout, two.join("\n") + "\n").unwrap();
+        let mut a = args(run_dir.to_str().unwrap(), reward.to_str().unwrap(), "2");
+        a.extend(["--eval-every", "2", "--holdout", holdout.to_str().unwrap()]);
+        let o = run(&a, d.path());
         assert!(o.status.success(), "{}", stderr(&o));
         let m = metrics(&run_dir);
         assert_eq!(steps(&m), [1, 2]);
@@ -109,9 +114,14 @@ cap = 40
             assert_eq!(r["scored"], 4);
         }
         assert!(stderr(&o).contains("step 2/2"), "{}", stderr(&o));
-        // Eight sessions in the run store, in eval's format, each judged once.
-        assert_eq!(count(&run_dir, "SELECT COUNT(*) FROM sessions"), 8);
-        assert_eq!(count(&run_dir, "SELECT COUNT(*) FROM judgments"), 8);
+        // The held-out evaluation ran on step 2 only.
+        assert!(m[0].get("holdout").is_none());
+        assert_eq!(m[1]["holdout"]["sessions"], 2, "{}", m[1]);
+        assert!(m[1]["holdout"]["mean_reward"].is_number());
+        // Eight training and two held-out sessions in the run store, in eval's format, each
+        // judged once.
+        assert_eq!(count(&run_dir, "SELECT COUNT(*) FROM sessions"), 10);
+        assert_eq!(count(&run_dir, "SELECT COUNT(*) FROM judgments"), 10);
 
         // The checkpoint reloads and differs from the starting weights.
         let ckpt = run_dir.join("checkpoints/step-000002");
