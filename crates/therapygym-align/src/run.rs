@@ -18,9 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use therapygym_core::seed::derive;
 use therapygym_core::{Profile, RewardBreakdown, Speaker, Transcript};
-use therapygym_eval::{Assets, JudgeCtx, model_options, record_of, session_reward, store_judgment};
+use therapygym_eval::{
+    Assets, JudgeCtx, model_options, open_role, record_of, session_reward, store_judgment,
+};
 use therapygym_judge::Judge;
-use therapygym_models::{Model, ModelOptions, ModelSpec, RetryPolicy, open_model};
+use therapygym_models::{Model, ModelOptions, ModelSpec, RetryPolicy};
 use therapygym_session::SessionRunner;
 use therapygym_store::{RunStore, SessionRecord, SessionStatus};
 use therapygym_train::checkpoint::{load_checkpoint, save_checkpoint};
@@ -205,11 +207,6 @@ fn config_hash(config: &TrainConfig, assets: &Assets) -> String {
     )
 }
 
-async fn open_role(spec: &str) -> Result<Arc<Model>, AlignError> {
-    let spec: ModelSpec = spec.parse()?;
-    Ok(open_model(&spec, model_options(&spec, 1)).await?)
-}
-
 fn load_holdout(config: &TrainConfig, assets: &Assets) -> Result<Vec<Profile>, AlignError> {
     let set = match &config.holdout {
         Some(p) => therapygym_core::load_profiles(p, &assets.vocab)?,
@@ -347,8 +344,8 @@ pub async fn run_train(
             ..model_options(&ModelSpec::Gguf(path.clone()), 1)
         },
     )?);
-    let patient = open_role(&config.eval.patient).await?;
-    let judge_model = open_role(&config.eval.judge).await?;
+    let patient = open_role(&config.eval.patient, 1).await?;
+    let judge_model = open_role(&config.eval.judge, 1).await?;
     let runner = SessionRunner::new(
         therapist,
         patient,
@@ -482,8 +479,8 @@ async fn open_run(
             let assets = Assets::load(&config.eval.assets)?;
             let holdout = load_holdout(&config, &assets)?;
             // Models open before the run directory exists, so a bad spec leaves nothing behind.
-            let p = open_role(&config.eval.patient).await?;
-            let j = open_role(&config.eval.judge).await?;
+            let p = open_role(&config.eval.patient, 1).await?;
+            let j = open_role(&config.eval.judge, 1).await?;
             let roles = json!({
                 "therapist": {"spec": config.eval.therapist, "backend": "policy (candle, trainable f32)", "sampling": config.eval.session.therapist_sampling},
                 "patient": {"spec": p.spec().to_string(), "backend": p.info(), "sampling": config.eval.session.patient_sampling},

@@ -15,7 +15,7 @@ pub use config::{Concurrency, EvalConfig, model_options};
 pub use error::EvalError;
 pub use progress::{Progress, SessionOutcome, Silent};
 pub use run::{
-    JudgeCtx, Start, judge_and_store, plan, prepare, record_of, run_eval, session_id,
+    JudgeCtx, Start, judge_and_store, open_role, plan, prepare, record_of, run_eval, session_id,
     session_reward, store_judgment,
 };
 pub use summary::{Summary, summarize};

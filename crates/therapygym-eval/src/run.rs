@@ -118,7 +118,8 @@ pub struct RunHandles {
     pub config: EvalConfig,
 }
 
-async fn open_role(spec: &str, concurrency: usize) -> Result<Arc<Model>, EvalError> {
+/// Opens one role's model with the pool size and timeouts `eval` uses for it.
+pub async fn open_role(spec: &str, concurrency: usize) -> Result<Arc<Model>, EvalError> {
     let spec: ModelSpec = spec.parse()?;
     Ok(open_model(&spec, model_options(&spec, concurrency)).await?)
 }

@@ -40,8 +40,17 @@ pub fn load_calibration(path: &Option<PathBuf>) -> anyhow::Result<Option<Arc<Cal
     })
 }
 
-fn absolute(p: PathBuf) -> PathBuf {
+pub fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
+}
+
+/// Makes the data-file paths absolute, so a run's manifest names them wherever it is resumed.
+pub fn absolute_data_paths(a: &mut therapygym_eval::AssetSources) {
+    for p in [&mut a.reward_config, &mut a.rubric, &mut a.taxonomy] {
+        if let Some(x) = p.take() {
+            *p = Some(absolute(x));
+        }
+    }
 }
 
 pub async fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -104,15 +113,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         // Materialise the subset as a file inside the run, so the manifest names exactly what ran.
         config.assets.profiles = Some(limited_profiles(&config, n)?);
     }
-    for p in [
-        &mut config.assets.reward_config,
-        &mut config.assets.rubric,
-        &mut config.assets.taxonomy,
-    ] {
-        if let Some(x) = p.take() {
-            *p = Some(absolute(x));
-        }
-    }
+    absolute_data_paths(&mut config.assets);
     let conc = Concurrency {
         sessions: a.concurrency.max(1),
         therapist: a.therapist_concurrency.unwrap_or(a.concurrency).max(1),

@@ -10,12 +10,8 @@ use therapygym_eval::EvalConfig;
 use therapygym_server::{ChatFormat, Server, ServerConfig, UnscoredPolicy};
 
 use crate::cli::{Opening, ServeArgs};
-use crate::commands::eval::{apply_judge_args, load_calibration};
+use crate::commands::eval::{absolute, absolute_data_paths, apply_judge_args, load_calibration};
 use crate::ui;
-
-fn absolute(p: PathBuf) -> PathBuf {
-    std::path::absolute(&p).unwrap_or(p)
-}
 
 fn default_out() -> PathBuf {
     PathBuf::from("runs").join(format!(
@@ -30,15 +26,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
     apply_judge_args(&mut ec, &a.judge_args);
     let mut assets = ec.assets;
     assets.profiles = a.profiles.clone().map(absolute);
-    for p in [
-        &mut assets.reward_config,
-        &mut assets.rubric,
-        &mut assets.taxonomy,
-    ] {
-        if let Some(x) = p.take() {
-            *p = Some(absolute(x));
-        }
-    }
+    absolute_data_paths(&mut assets);
     let mut session = ec.session;
     session.turns = a.turns;
     session.closing_patient_reply = !a.no_closing_patient_reply;

@@ -7,7 +7,7 @@ use therapygym_eval::EvalConfig;
 use therapygym_train::{LossAgg, LrSchedule};
 
 use crate::cli::TrainArgs;
-use crate::commands::eval::apply_judge_args;
+use crate::commands::eval::{absolute, absolute_data_paths, apply_judge_args};
 use crate::ui;
 
 struct Lines;
@@ -55,10 +55,6 @@ impl TrainObserver for Lines {
     }
 }
 
-fn absolute(p: PathBuf) -> PathBuf {
-    std::path::absolute(&p).unwrap_or(p)
-}
-
 fn loss_agg(name: &str) -> anyhow::Result<LossAgg> {
     Ok(match name {
         "token_mean" => LossAgg::TokenMean,
@@ -99,15 +95,7 @@ fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     }
     apply_judge_args(&mut eval, &a.judge_args);
     eval.assets.profiles = a.profiles.clone().map(absolute);
-    for p in [
-        &mut eval.assets.reward_config,
-        &mut eval.assets.rubric,
-        &mut eval.assets.taxonomy,
-    ] {
-        if let Some(x) = p.take() {
-            *p = Some(absolute(x));
-        }
-    }
+    absolute_data_paths(&mut eval.assets);
     let mut c = TrainConfig::new(eval);
     c.holdout = a.holdout.clone().map(absolute);
     if let Some(s) = a.steps {
