@@ -35,9 +35,18 @@ fn a_served_policy_is_refused_before_anything_is_written() {
 mod with_model {
     use std::path::Path;
     use std::process::Stdio;
+    use std::sync::{Mutex, MutexGuard};
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// One training run at a time: each holds the model, its reference copy and 1.6 GB
+    /// checkpoints; two at once only thrash two cores and double the peak disk use.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn exclusive() -> MutexGuard<'static, ()> {
+        ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     /// A text-feature reward (docs/train.md): counts that differ between samples, so every
     /// group has signal even with a scripted judge.
@@ -66,12 +75,18 @@ cap = 40
             "4",
             "--turns",
             "1",
+            // The short generic prompt: each step trains on ~100 tokens per session instead of
+            // the CBT prompt's ~430, which made these tests minutes long.
+            "--therapist-prompt",
+            "baseline",
             "--therapist-max-tokens",
             "12",
             "--lr",
             "1e-4",
             "--export-type",
             "f16",
+            "--keep-checkpoints",
+            "1",
             "--out",
             out,
         ]
@@ -91,6 +106,7 @@ cap = 40
 
     #[test]
     fn two_steps_change_the_weights_and_the_export_generates() {
+        let _one = exclusive();
         let d = tempfile::tempdir().unwrap();
         let reward = d.path().join("reward.toml");
         std::fs::write(&reward, REWARD).unwrap();
@@ -162,6 +178,7 @@ cap = 40
 
     #[test]
     fn a_run_killed_mid_step_resumes_without_repeating_a_step() {
+        let _one = exclusive();
         let d = tempfile::tempdir().unwrap();
         let reward = d.path().join("reward.toml");
         std::fs::write(&reward, REWARD).unwrap();

@@ -10,6 +10,7 @@
 
 mod backend;
 mod error;
+pub mod gbnf;
 pub mod home;
 #[cfg(feature = "local")]
 mod local;
@@ -25,7 +26,7 @@ mod util;
 pub use backend::{BackendInfo, ChatBackend};
 pub use error::{ErrorKind, ModelError, TimeoutScope, kind_for_status};
 pub use model::{Model, ModelOptions, ModelStats, open_model};
-pub use openai::{ApiKey, OpenAiBackend, parse_completion};
+pub use openai::{ApiKey, OpenAiBackend, http_client, parse_completion};
 pub use request::{ChatMessage, ChatRequest, ChatResponse, FinishReason, Role, Sampling};
 pub use retry::{RetryPolicy, Timeouts};
 pub use scripted::ScriptedBackend;

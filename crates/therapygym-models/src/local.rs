@@ -233,26 +233,40 @@ struct Samplers {
 }
 
 impl Samplers {
-    fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> LlamaToken {
+    fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> Result<LlamaToken, ModelError> {
         let token = self.chain.sample(ctx, idx);
         let Some(grammar) = self.grammar.as_mut() else {
-            return token;
+            return Ok(token);
         };
-        let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
-        grammar.apply(&mut one);
-        let allowed = one.data.first().is_some_and(|d| d.logit().is_finite());
-        let token = if allowed {
+        let token = if allows(grammar, token) {
             token
         } else {
             self.resampled += 1;
             let mut all = ctx.token_data_array_ith(idx);
             grammar.apply(&mut all);
             self.chain.apply(&mut all);
-            all.selected_token().unwrap_or(token)
+            match all.selected_token() {
+                Some(t) if allows(grammar, t) => t,
+                // Accepting a token the grammar rejects throws inside llama.cpp (an abort
+                // across the FFI boundary): end this reply instead, as a parse failure.
+                _ => {
+                    return Err(ModelError::new(
+                        ErrorKind::InvalidJson,
+                        "the JSON-schema grammar allows no next token",
+                    ));
+                }
+            }
         };
         grammar.accept(token);
-        token
+        Ok(token)
     }
+}
+
+/// Whether the grammar, in its current state, allows `token` next.
+fn allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
+    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+    grammar.apply(&mut one);
+    one.data.first().is_some_and(|d| d.logit().is_finite())
 }
 
 fn sampler(model: &LlamaModel, req: &ChatRequest) -> Result<Samplers, ModelError> {
@@ -260,7 +274,7 @@ fn sampler(model: &LlamaModel, req: &ChatRequest) -> Result<Samplers, ModelError
     let seed = (req.sampling.seed.unwrap_or(0) & 0x7FFF_FFFF) as u32;
     let grammar = match &req.json_schema {
         Some(schema) => {
-            let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+            let gbnf = crate::gbnf::schema_to_gbnf(schema).map_err(|e| {
                 ModelError::config(format!(
                     "the JSON schema cannot be turned into a grammar: {e}"
                 ))
@@ -353,7 +367,7 @@ fn generate(
         }
         // `sample` also accepts the token into stateful samplers (grammar): never accept twice.
         let t_s = Instant::now();
-        let token = sampler.sample(ctx, logits_index);
+        let token = sampler.sample(ctx, logits_index)?;
         sample_ms += t_s.elapsed().as_secs_f64() * 1000.0;
         if vocab.is_eog(token) {
             break FinishReason::Stop;

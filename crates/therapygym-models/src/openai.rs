@@ -106,6 +106,9 @@ impl OpenAiBackend {
 /// The one place an HTTP client is built: a backstop timeout on every request, no proxies
 /// from the environment for loopback servers.
 pub fn http_client() -> Result<reqwest::Client, ModelError> {
+    // reqwest is built without a default crypto provider; the first client installs `ring`
+    // as the process default (a second install reports an error that changes nothing).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(900))
         .connect_timeout(Duration::from_secs(30))

@@ -88,6 +88,43 @@ async fn schema_requests_return_valid_json_even_when_long() {
     );
 }
 
+/// Every construct of our schema → grammar converter, sampled (not greedy) under a few seeds:
+/// llama.cpp must accept the grammar and every reply must validate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_replies_follow_every_grammar_construct() {
+    require_model();
+    let m = open_model(&ModelSpec::Embedded, opts()).await.unwrap();
+    let schema = serde_json::json!({
+        "type": "object", "required": ["names", "mood", "level"],
+        "properties": {
+            "note": {"type": "string", "minLength": 3, "maxLength": 20},
+            "names": {"type": "array", "minItems": 2, "maxItems": 3,
+                      "items": {"type": "string", "minLength": 1, "maxLength": 12}},
+            "mood": {"enum": ["calm", "sad", "angry"]},
+            "level": {"type": "integer", "minimum": 1, "maximum": 10},
+            "score": {"type": ["number", "null"]},
+            "done": {"type": "boolean"}
+        }
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for seed in 1..=3 {
+        let req = ChatRequest::new(vec![ChatMessage::user(
+            "Describe two friends, their mood and an energy level, as JSON.",
+        )])
+        .with_sampling(Sampling {
+            temperature: 0.9,
+            top_p: 0.95,
+            max_tokens: 200,
+            seed: Some(seed),
+            stop: vec![],
+        })
+        .with_schema("friends", schema.clone());
+        let r = m.chat(&req).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.text).unwrap();
+        assert!(validator.is_valid(&v), "seed {seed}: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_loaded_model_serves_concurrent_callers() {
     require_model();

@@ -100,7 +100,7 @@ async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Res<(u16, Value)>
 /// C workers posting one-item `/v1/score` requests for `seconds`; `unique` transcripts defeat
 /// the judgment cache (every request is a judge call).
 async fn score_load(base: &str, o: &Opts, unique: bool, profile: &str) -> Sample {
-    let client = reqwest::Client::new();
+    let client = therapygym_models::http_client().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
     let mut tasks = Vec::new();
     for w in 0..o.concurrency {
@@ -143,7 +143,7 @@ async fn score_load(base: &str, o: &Opts, unique: bool, profile: &str) -> Sample
 /// C workers playing 5-turn episodes; intermediate steps (one patient call each) and final
 /// steps (closing reply + judge + run-store commit) are timed apart.
 async fn episode_load(base: &str, o: &Opts, profile: &str) -> (Sample, Sample, Sample) {
-    let client = reqwest::Client::new();
+    let client = therapygym_models::http_client().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
     let mut tasks = Vec::new();
     for w in 0..o.concurrency {
@@ -197,7 +197,7 @@ async fn episode_load(base: &str, o: &Opts, profile: &str) -> (Sample, Sample, S
 }
 
 async fn health_load(base: &str, o: &Opts) -> Sample {
-    let client = reqwest::Client::new();
+    let client = therapygym_models::http_client().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs_f64(o.seconds.min(5.0));
     let mut tasks = Vec::new();
     for _ in 0..o.concurrency {

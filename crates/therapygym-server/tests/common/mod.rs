@@ -48,7 +48,7 @@ pub async fn start(mut cfg: ServerConfig, store: bool) -> Svc {
     });
     Svc {
         base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
+        client: therapygym_models::http_client().unwrap(),
         run_dir,
         _dir: dir,
         task,
