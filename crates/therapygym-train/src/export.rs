@@ -1,5 +1,5 @@
-//! Export of the trained policy back to GGUF for llama.cpp (fast inference) and candle's
-//! `quantized_llama`.
+//! Export of the trained policy back to GGUF for llama.cpp (fast inference: `eval --therapist
+//! gguf:PATH`, llama-server, Ollama).
 //!
 //! Q/K get llama.cpp's rotary permutation back, matrices are quantized to the chosen type, norm
 //! gains stay f32 (llama.cpp requires it), and every metadata key of the source GGUF (tokenizer,

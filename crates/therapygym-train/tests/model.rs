@@ -7,11 +7,18 @@
 #[cfg(test)]
 mod smollm2 {
     use std::fs::File;
-    use std::path::PathBuf;
+    use std::num::NonZeroU32;
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
 
     use candle_core::quantized::gguf_file;
     use candle_core::{D, Device, Tensor};
-    use candle_transformers::models::quantized_llama::ModelWeights;
+    use llama_cpp_2::context::params::LlamaContextParams;
+    use llama_cpp_2::llama_backend::LlamaBackend;
+    use llama_cpp_2::llama_batch::LlamaBatch;
+    use llama_cpp_2::model::LlamaModel;
+    use llama_cpp_2::model::params::LlamaModelParams;
+    use llama_cpp_2::token::LlamaToken;
     use therapygym_train::gguf::default_model_path;
     use therapygym_train::trainer::sequence_logprobs;
     use therapygym_train::{
@@ -19,9 +26,10 @@ mod smollm2 {
         Trainer, checkpoint, optim::AdamW,
     };
 
-    /// KL(quantized ‖ f32) tolerance on the next-token distribution. stack.md §8 measured 0.013
-    /// (the quantized matmul also quantizes activations to Q8); 0.05 leaves room for prompt
-    /// variation while still catching a wrong permutation or RoPE layout (KL ≫ 1).
+    /// KL(quantized ‖ f32) tolerance on the next-token distribution, the quantized side being
+    /// llama.cpp itself. stack.md §8 measured 0.013 (the quantized matmul also quantizes
+    /// activations to Q8); 0.05 leaves room for prompt variation while still catching a wrong
+    /// permutation or RoPE layout (KL ≫ 1).
     const KL_TOL: f64 = 0.05;
 
     fn model_path() -> PathBuf {
@@ -39,10 +47,19 @@ mod smollm2 {
         Policy::load(model_path()).expect("load policy")
     }
 
-    fn quantized(path: &std::path::Path) -> ModelWeights {
-        let mut f = File::open(path).unwrap();
-        let ct = gguf_file::Content::read(&mut f).unwrap();
-        ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap()
+    /// llama.cpp's backend, initialised once per process.
+    fn backend() -> &'static LlamaBackend {
+        static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+        BACKEND.get_or_init(|| {
+            let mut b = LlamaBackend::init().unwrap();
+            b.void_logs();
+            b
+        })
+    }
+
+    /// The GGUF as llama.cpp, the runtime that serves it, loads it.
+    fn quantized(path: &Path) -> LlamaModel {
+        LlamaModel::load_from_file(backend(), path, &LlamaModelParams::default()).unwrap()
     }
 
     fn system() -> ChatMessage {
@@ -119,18 +136,22 @@ mod smollm2 {
             .unwrap()
     }
 
-    fn last_logits_q(q: &mut ModelWeights, ids: &[u32]) -> Vec<f32> {
-        q.clear_kv_cache();
-        let x = Tensor::new(ids, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        q.forward(&x, 0)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
+    /// llama.cpp's logits after the last of `ids`, from a fresh context.
+    fn last_logits_q(q: &LlamaModel, ids: &[u32]) -> Vec<f32> {
+        let n = u32::try_from(ids.len()).unwrap().max(64);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n))
+            .with_n_batch(n);
+        let mut ctx = q.new_context(backend(), params).unwrap();
+        let mut batch = LlamaBatch::new(ids.len(), 1);
+        for (i, &id) in ids.iter().enumerate() {
+            let last = i + 1 == ids.len();
+            batch
+                .add(LlamaToken(i32::try_from(id).unwrap()), i as i32, &[0], last)
+                .unwrap();
+        }
+        ctx.decode(&mut batch).unwrap();
+        ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
     }
 
     #[test]
@@ -181,15 +202,15 @@ mod smollm2 {
     }
 
     #[test]
-    fn trainable_model_matches_quantized_llama() {
+    fn trainable_model_matches_llama_cpp_on_the_quantized_gguf() {
         let path = model_path();
         let policy = load_policy();
         assert_eq!(policy.model().num_parameters(), 134_515_008);
         assert!(policy.model().config().tie_word_embeddings);
-        let mut q = quantized(&path);
+        let q = quantized(&path);
         for (msgs, ids) in prompts() {
             let f = last_logits_f32(&policy, &ids, Mode::Infer);
-            let ql = last_logits_q(&mut q, &ids);
+            let ql = last_logits_q(&q, &ids);
             let (pf, pq) = (softmax64(&f), softmax64(&ql));
             let kl: f64 = pq
                 .iter()
@@ -336,12 +357,11 @@ mod smollm2 {
             assert_eq!(opt.moments(i), trainer.optimizer().moments(i));
         }
 
-        // Export the trained policy and reload it with candle's quantized llama.
+        // Export the trained policy and reload it with llama.cpp.
         let trained = fresh.with_model(trainer.model().clone()).unwrap();
         let out = dir.path().join("trained.q8_0.gguf");
         trained.export_gguf(&out, ExportType::Q8_0).unwrap();
-        let mut f = File::open(&out).unwrap();
-        let ct = gguf_file::Content::read(&mut f).unwrap();
+        let ct = gguf_file::Content::read(&mut File::open(&out).unwrap()).unwrap();
         let src = gguf_file::Content::read(&mut File::open(&path).unwrap()).unwrap();
         for key in [
             "tokenizer.chat_template",
@@ -363,8 +383,8 @@ mod smollm2 {
             assert_eq!(st.tensor_infos[name].ggml_dtype, info.ggml_dtype, "{name}");
             assert_eq!(st.tensor_infos[name].shape, info.shape, "{name}");
         }
-        let mut q = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-        let qa = last_logits_q(&mut q, &prompt);
+        let q = quantized(&out);
+        let qa = last_logits_q(&q, &prompt);
         let fa = last_logits_f32(&trained, &prompt, Mode::Infer);
         assert_eq!(argmax(&qa), argmax(&fa));
         let pf = softmax64(&fa);
