@@ -158,10 +158,6 @@ struct Outcome {
     generated_tokens: u64,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -182,29 +178,16 @@ struct Ctx {
 }
 
 fn manifest(config: &TrainConfig, assets: &Assets, hash: &str, roles: Value) -> Value {
-    let mut m = json!({
-        "schema_revision": 1,
+    assets.manifest(json!({
         "kind": "train",
         "run_id": uuid::Uuid::now_v7().to_string(),
-        "created_at": now(),
         "config_hash": hash,
         // `eval`-format readers (export, judge, validate) find the roles and settings here.
         "config": config.eval,
         "train_config": config,
-        "code": {"version": env!("CARGO_PKG_VERSION")},
         "roles": roles,
         "seeds": {"run_seed": config.eval.seed, "rule": "group sessions share derive(\"train_session\", profile_id, run_seed, step); member m samples the therapist with tag policy:<step>:<m>; see docs/train.md"},
-    });
-    if let (Some(obj), Value::Object(extra)) = (m.as_object_mut(), assets.manifest_part()) {
-        obj.extend(extra);
-    }
-    m
-}
-
-fn config_hash(config: &TrainConfig, assets: &Assets) -> String {
-    therapygym_core::hash::content_hash(
-        &json!({"config": config, "assets": assets.manifest_part()}),
-    )
+    }))
 }
 
 fn load_holdout(config: &TrainConfig, assets: &Assets) -> Result<Vec<Profile>, AlignError> {
@@ -376,8 +359,9 @@ pub async fn run_train(
             (id, b)
         })
         .collect();
+    // Only the interrupted step (epoch = its 0-based index) can have stored sessions to reuse.
     let stored = store
-        .sessions()?
+        .sessions_from_epoch(u32::try_from(first_step).unwrap_or(u32::MAX))?
         .into_iter()
         .filter(|s| s.status == SessionStatus::Completed)
         .map(|s| (s.id.clone(), s))
@@ -486,7 +470,7 @@ async fn open_run(
                 "patient": {"spec": p.spec().to_string(), "backend": p.info(), "sampling": config.eval.session.patient_sampling},
                 "judge": {"spec": j.spec().to_string(), "backend": j.info(), "config": config.eval.judge_config},
             });
-            let hash = config_hash(&config, &assets);
+            let hash = assets.config_hash(&config);
             let store = RunStore::create(out, &manifest(&config, &assets, &hash, roles), &hash)?;
             let mut all = assets.profiles.profiles.clone();
             all.extend(holdout.iter().cloned());
@@ -512,7 +496,7 @@ async fn open_run(
                     ))
                 })?;
             let assets = Assets::load(&config.eval.assets)?;
-            if config_hash(&config, &assets) != stored_hash {
+            if assets.config_hash(&config) != stored_hash {
                 return Err(AlignError::Config(format!(
                     "{}: the run's inputs (profiles, prompts, rubric, taxonomy or reward config) changed since it started; restore them to resume",
                     dir.display()
@@ -713,7 +697,7 @@ async fn run_step(
         step_s,
         peak_rss_mib: peak_rss_mib(),
         holdout: holdout_stats,
-        time: now(),
+        time: therapygym_store::timestamp(),
     };
     Ok((trainer, record))
 }

@@ -135,6 +135,31 @@ impl Assets {
             "reward": {"id": self.reward.id, "sha256": self.reward.hash(), "config": self.reward},
         })
     }
+
+    /// A run's manifest (eval, train, serve): what every manifest carries (schema revision,
+    /// creation time, code version), then `fields` (which may override those), then
+    /// [`Self::manifest_part`].
+    pub fn manifest(&self, fields: Value) -> Value {
+        let mut m = json!({
+            "schema_revision": 1,
+            "created_at": therapygym_store::timestamp(),
+            "code": {"version": env!("CARGO_PKG_VERSION")},
+        });
+        for part in [fields, self.manifest_part()] {
+            if let (Some(obj), Value::Object(extra)) = (m.as_object_mut(), part) {
+                obj.extend(extra);
+            }
+        }
+        m
+    }
+
+    /// The hash that decides whether a resumed run has the same settings: `config` and the
+    /// identities of the data.
+    pub fn config_hash(&self, config: &impl Serialize) -> String {
+        therapygym_core::hash::content_hash(
+            &json!({"config": config, "assets": self.manifest_part()}),
+        )
+    }
 }
 
 fn display(p: &Path) -> String {

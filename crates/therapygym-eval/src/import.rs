@@ -145,7 +145,7 @@ pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize,
     );
     let manifest = json!({
         "schema_revision": 1, "kind": "import", "run_id": uuid::Uuid::now_v7().to_string(),
-        "created_at": chrono::Utc::now().to_rfc3339(), "config_hash": hash, "config": config,
+        "created_at": therapygym_store::timestamp(), "config_hash": hash, "config": config,
         "source": {"file": file.display().to_string(), "sha256": therapygym_core::hash::text_hash(&text), "dialogues": dialogues.len()},
     });
     let store = RunStore::create(out, &manifest, &hash)?;
@@ -165,7 +165,7 @@ pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize,
             error: None,
             duration_ms: 0,
             attempt: 1,
-            created_at: chrono::Utc::now().to_rfc3339(),
+            created_at: therapygym_store::timestamp(),
             meta: json!({"imported_from": file.display().to_string()}),
         })?;
     }

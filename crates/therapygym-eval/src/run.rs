@@ -58,32 +58,19 @@ pub fn plan(profiles: &[Profile], per_profile: u32, run_seed: u64) -> Vec<Planne
     v
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 pub fn config_hash(config: &EvalConfig, assets: &Assets) -> String {
-    therapygym_core::hash::content_hash(
-        &json!({"config": config, "assets": assets.manifest_part()}),
-    )
+    assets.config_hash(config)
 }
 
 fn manifest(run_id: &str, config: &EvalConfig, assets: &Assets, hash: &str, roles: Value) -> Value {
-    let mut m = json!({
-        "schema_revision": 1,
+    assets.manifest(json!({
         "kind": "eval",
         "run_id": run_id,
-        "created_at": now(),
         "config_hash": hash,
         "config": config,
-        "code": {"version": env!("CARGO_PKG_VERSION")},
         "roles": roles,
         "seeds": {"run_seed": config.seed, "rule": "session seed = derive(\"session\", profile_id, run_seed, epoch); see docs/design/seeds.md"},
-    });
-    if let (Some(obj), Value::Object(extra)) = (m.as_object_mut(), assets.manifest_part()) {
-        obj.extend(extra);
-    }
-    m
+    }))
 }
 
 /// Differences between two JSON values, as dotted key paths (for "config differs" messages).
@@ -291,7 +278,7 @@ pub fn store_judgment(
         reward_breakdown: breakdown.map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
         calibrated,
         attempts: record.attempts(),
-        created_at: now(),
+        created_at: therapygym_store::timestamp(),
     };
     h.store.insert_judgment(&row)?;
     Ok(())
@@ -336,7 +323,7 @@ pub fn record_of(
         error,
         duration_ms,
         attempt,
-        created_at: now(),
+        created_at: therapygym_store::timestamp(),
         meta,
     }
 }

@@ -362,12 +362,11 @@ mod tests {
         assert_eq!((e.kind(), e.attempts()), (ErrorKind::Fatal, 1));
     }
 
-    #[tokio::test]
-    async fn hang_hits_the_attempt_timeout_then_the_total() {
-        let opts = ModelOptions {
+    fn hang_opts(attempt_ms: u64, total_ms: u64) -> ModelOptions {
+        ModelOptions {
             timeouts: Timeouts {
-                attempt: Duration::from_millis(50),
-                total: Duration::from_millis(400),
+                attempt: Duration::from_millis(attempt_ms),
+                total: Duration::from_millis(total_ms),
             },
             retry: RetryPolicy {
                 max_delay: Duration::from_millis(10),
@@ -375,13 +374,26 @@ mod tests {
                 ..RetryPolicy::default()
             },
             concurrency: 1,
-        };
-        let m = model("hang", opts).await;
-        let started = Instant::now();
+        }
+    }
+
+    // The budgets are far apart so that a loaded machine (CI, 2 cores) cannot flip the outcome.
+    #[tokio::test]
+    async fn hang_hits_the_attempt_timeout_on_every_attempt() {
+        let m = model("hang", hang_opts(50, 30_000)).await;
         let e = m.chat(&req()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout(TimeoutScope::Attempt));
         assert_eq!(e.attempts(), 5);
-        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn hang_stops_at_the_total_budget() {
+        let m = model("hang", hang_opts(100, 150)).await;
+        let started = Instant::now();
+        let e = m.chat(&req()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout(TimeoutScope::Total));
+        assert!((1..=2).contains(&e.attempts()), "{}", e.attempts());
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[tokio::test]

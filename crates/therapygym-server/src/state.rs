@@ -155,10 +155,6 @@ pub struct AppState {
     reward_items: Vec<String>,
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl AppState {
     pub async fn build(cfg: ServerConfig) -> Result<AppState, ServerError> {
         cfg.validate().map_err(ServerError::Config)?;
@@ -595,11 +591,9 @@ fn manifest(
     judge: &Judge,
     holdout: &therapygym_core::ProfileSet,
 ) -> Value {
-    let mut m = json!({
-        "schema_revision": 1,
+    assets.manifest(json!({
         "kind": "serve",
         "run_id": uuid::Uuid::now_v7().to_string(),
-        "created_at": now_rfc3339(),
         "config_hash": hash,
         "config": config,
         "code": {"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL},
@@ -618,9 +612,5 @@ fn manifest(
             "chat_format": cfg.chat_format,
         },
         "seeds": {"rule": "session seed = the task's seed; patient seed of turn t = derive(\"patient\", profile_id, seed, t); patient opening = derive(\"patient_open\", profile_id, seed); judge seed = derive(\"judge\", profile_id, seed) (rl-integration.md §4)"},
-    });
-    if let (Some(obj), Value::Object(extra)) = (m.as_object_mut(), assets.manifest_part()) {
-        obj.extend(extra);
-    }
-    m
+    }))
 }

@@ -8,4 +8,6 @@ pub mod export;
 pub mod fs;
 mod store;
 
-pub use store::{JudgeSet, JudgmentRow, RunStore, SessionRecord, SessionStatus, StoreError};
+pub use store::{
+    JudgeSet, JudgmentRow, RunStore, SessionRecord, SessionStatus, StoreError, timestamp,
+};

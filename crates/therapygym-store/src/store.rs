@@ -141,7 +141,9 @@ CREATE TABLE IF NOT EXISTS rewards (
   PRIMARY KEY (session_id, judge_hash), FOREIGN KEY (session_id, judge_hash) REFERENCES judgments(session_id, judge_hash));
 "#;
 
-fn now() -> String {
+/// The timestamp format of every run file (store rows, manifests, metrics): RFC 3339, UTC,
+/// milliseconds, `Z` suffix — sortable as text.
+pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -214,7 +216,7 @@ impl RunStore {
             )?;
             c.execute(
                 "INSERT INTO manifest (id, json, config_hash, created_at) VALUES (1, ?1, ?2, ?3)",
-                params![json, config_hash, now()],
+                params![json, config_hash, timestamp()],
             )?;
             Ok(())
         })?;
@@ -287,7 +289,7 @@ impl RunStore {
             let n: i64 = c.query_row("SELECT COALESCE(MAX(n), 0) + 1 FROM attempts", [], |r| r.get(0))?;
             c.execute(
                 "INSERT INTO attempts (n, pid, started_at, version, command, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![n, std::process::id(), now(), env!("CARGO_PKG_VERSION"), command, note],
+                params![n, std::process::id(), timestamp(), env!("CARGO_PKG_VERSION"), command, note],
             )?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
         })
@@ -362,11 +364,21 @@ impl RunStore {
 
     /// Every session with its messages, in insertion order.
     pub fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.select_sessions(0)
+    }
+
+    /// The sessions of epoch `epoch` and later (a resumed training run needs only those of the
+    /// step it was interrupted in, not the whole history).
+    pub fn sessions_from_epoch(&self, epoch: u32) -> Result<Vec<SessionRecord>, StoreError> {
+        self.select_sessions(epoch)
+    }
+
+    fn select_sessions(&self, min_epoch: u32) -> Result<Vec<SessionRecord>, StoreError> {
         let mut out: Vec<SessionRecord> = Vec::new();
         let mut messages: BTreeMap<String, Vec<Turn>> = BTreeMap::new();
         let rows = self.with(|c| {
-            let mut st = c.prepare("SELECT session_id, speaker, text, prompt_tokens, completion_tokens, latency_ms, finish_reason FROM messages ORDER BY session_id, idx")?;
-            let rows = st.query_map([], |r| {
+            let mut st = c.prepare("SELECT m.session_id, m.speaker, m.text, m.prompt_tokens, m.completion_tokens, m.latency_ms, m.finish_reason FROM messages m JOIN sessions s ON s.id = m.session_id WHERE s.epoch >= ?1 ORDER BY m.session_id, m.idx")?;
+            let rows = st.query_map([min_epoch], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -410,8 +422,8 @@ impl RunStore {
             String,
         );
         let rows: Vec<Row> = self.with(|c| {
-            let mut st = c.prepare("SELECT id, profile_id, epoch, seed, status, style, end_reason, therapist_system, patient_system, error, duration_ms, attempt, created_at, meta FROM sessions ORDER BY rowid")?;
-            let rows = st.query_map([], |r| {
+            let mut st = c.prepare("SELECT id, profile_id, epoch, seed, status, style, end_reason, therapist_system, patient_system, error, duration_ms, attempt, created_at, meta FROM sessions WHERE epoch >= ?1 ORDER BY rowid")?;
+            let rows = st.query_map([min_epoch], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -476,7 +488,7 @@ impl RunStore {
         self.with(|c| {
             c.execute(
                 "INSERT OR IGNORE INTO judge_sets (hash, identity, created_at) VALUES (?1, ?2, ?3)",
-                params![hash, identity.to_string(), now()],
+                params![hash, identity.to_string(), timestamp()],
             )
             .map(|_| ())
         })
@@ -616,7 +628,7 @@ mod tests {
             error: None,
             duration_ms: 5,
             attempt: 1,
-            created_at: now(),
+            created_at: timestamp(),
             meta: json!({}),
         }
     }
@@ -662,6 +674,22 @@ mod tests {
     }
 
     #[test]
+    fn sessions_from_an_epoch_skip_earlier_ones_with_their_messages() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RunStore::create(d.path(), &json!({}), "h").unwrap();
+        for (id, epoch) in [("a", 0), ("b", 1), ("c", 2)] {
+            let mut r = session(id, SessionStatus::Completed);
+            r.epoch = epoch;
+            s.insert_session(&r).unwrap();
+        }
+        let later = s.sessions_from_epoch(1).unwrap();
+        let ids: Vec<&str> = later.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert!(later.iter().all(|r| r.transcript.turns.len() == 2));
+        assert_eq!(s.sessions().unwrap().len(), 3);
+    }
+
+    #[test]
     fn failed_sessions_are_replaced_and_judgments_are_idempotent() {
         let d = tempfile::tempdir().unwrap();
         let s = RunStore::create(d.path(), &json!({}), "h").unwrap();
@@ -686,7 +714,7 @@ mod tests {
             reward_breakdown: None,
             calibrated: None,
             attempts: 3,
-            created_at: now(),
+            created_at: timestamp(),
         };
         assert!(s.insert_judgment(&row).unwrap());
         assert!(!s.insert_judgment(&row).unwrap());
