@@ -48,6 +48,12 @@ mod with_model {
         ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Checkpoints are 1.6 GB each: keep them beside `target/` (cargo's scratch directory for
+    /// integration tests), not in a /tmp that may be a small tmpfs.
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    }
+
     /// A text-feature reward (docs/train.md): counts that differ between samples, so every
     /// group has signal even with a scripted judge.
     const REWARD: &str = r#"
@@ -107,7 +113,7 @@ cap = 40
     #[test]
     fn two_steps_change_the_weights_and_the_export_generates() {
         let _one = exclusive();
-        let d = tempfile::tempdir().unwrap();
+        let d = scratch();
         let reward = d.path().join("reward.toml");
         std::fs::write(&reward, REWARD).unwrap();
         let run_dir = d.path().join("run");
@@ -179,7 +185,7 @@ cap = 40
     #[test]
     fn a_run_killed_mid_step_resumes_without_repeating_a_step() {
         let _one = exclusive();
-        let d = tempfile::tempdir().unwrap();
+        let d = scratch();
         let reward = d.path().join("reward.toml");
         std::fs::write(&reward, REWARD).unwrap();
         let run_dir = d.path().join("run");

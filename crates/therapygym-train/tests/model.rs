@@ -323,7 +323,8 @@ mod smollm2 {
             }])
             .unwrap();
 
-        let dir = tempfile::tempdir().unwrap();
+        // A 1.6 GB checkpoint: beside `target/`, not in a /tmp that may be a small tmpfs.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         checkpoint::save_checkpoint(
             dir.path(),
             trainer.model(),
