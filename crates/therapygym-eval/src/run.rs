@@ -58,10 +58,6 @@ pub fn plan(profiles: &[Profile], per_profile: u32, run_seed: u64) -> Vec<Planne
     v
 }
 
-pub fn config_hash(config: &EvalConfig, assets: &Assets) -> String {
-    assets.config_hash(config)
-}
-
 fn manifest(run_id: &str, config: &EvalConfig, assets: &Assets, hash: &str, roles: Value) -> Value {
     assets.manifest(json!({
         "kind": "eval",
@@ -129,7 +125,7 @@ pub async fn prepare(
     let (store, config, assets) = match start {
         Start::New { out } => {
             let assets = Assets::load(&config.assets)?;
-            let hash = config_hash(&config, &assets);
+            let hash = assets.config_hash(&config);
             // Models are opened first so a bad spec fails before a run directory exists.
             let (t, p, j) = (
                 open_role(&config.therapist, 1).await?,
@@ -162,7 +158,7 @@ pub async fn prepare(
                 ))
             })?;
             let assets = Assets::load(&stored.assets)?;
-            let hash = config_hash(&stored, &assets);
+            let hash = assets.config_hash(&stored);
             let mut note = None;
             if hash != stored_hash {
                 let mut keys = Vec::new();

@@ -146,14 +146,21 @@ fn repeat(item: &str, min: u64, max: Option<u64>) -> String {
     }
 }
 
+/// The optional keyword `key`, read with `get`; present but of the wrong kind is an error.
+fn keyword<T>(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    get: fn(&Value) -> Option<T>,
+    expected: &str,
+) -> Result<Option<T>, GrammarError> {
+    obj.get(key)
+        .map(|v| get(v).ok_or_else(|| err(path, format!("`{key}` must be {expected}"))))
+        .transpose()
+}
+
 fn as_u64(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<u64>, GrammarError> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| err(path, format!("`{key}` must be a non-negative integer"))),
-    }
+    keyword(obj, key, path, Value::as_u64, "a non-negative integer")
 }
 
 impl<'a> Converter<'a> {
@@ -269,10 +276,9 @@ impl<'a> Converter<'a> {
     }
 
     fn object(&mut self, obj: &'a Map<String, Value>, path: &str) -> Result<String, GrammarError> {
-        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
-        let props: &'a Map<String, Value> = match obj.get("properties") {
-            None => &EMPTY,
-            Some(Value::Object(p)) => p,
+        let props = match obj.get("properties") {
+            None => None,
+            Some(Value::Object(p)) => Some(p).filter(|p| !p.is_empty()),
             Some(_) => return Err(err(path, "`properties` must be an object")),
         };
         let required: Vec<&str> = match obj.get("required") {
@@ -280,34 +286,14 @@ impl<'a> Converter<'a> {
             Some(Value::Array(r)) => r.iter().filter_map(Value::as_str).collect(),
             Some(_) => return Err(err(path, "`required` must be an array of names")),
         };
+        let Some(props) = props else {
+            return self.undeclared_object(obj, &required, path);
+        };
         if let Some(missing) = required.iter().find(|r| !props.contains_key(**r)) {
-            if props.is_empty() {
-                // Required keys with no declared schema: any value will do.
-                let kvs: Vec<String> = required
-                    .iter()
-                    .map(|k| format!("{} \":\" space value", key_literal(k)))
-                    .collect();
-                return Ok(self.rule(format!(
-                    "\"{{\" space {} \"}}\" space",
-                    kvs.join(" \",\" space ")
-                )));
-            }
             return Err(err(
                 path,
                 format!("`required` names {missing:?}, which `properties` does not declare"),
             ));
-        }
-        if props.is_empty() {
-            // A map: `additionalProperties` (absent or `true` = any value) types the values.
-            let value = match obj.get("additionalProperties") {
-                Some(Value::Bool(false)) => return Ok("\"{\" space \"}\" space".into()),
-                None | Some(Value::Bool(true)) => "value".to_string(),
-                Some(s) => self.visit(s, &format!("{path}/additionalProperties"))?,
-            };
-            let kv = self.rule(format!("string \":\" space {value}"));
-            return Ok(self.rule(format!(
-                "\"{{\" space ({kv} (\",\" space {kv})*)? \"}}\" space"
-            )));
         }
         // Properties in declared order: required ones always, optional ones may be skipped.
         // `first[i]`: properties i.. when nothing was written yet (no leading comma);
@@ -356,6 +342,35 @@ impl<'a> Converter<'a> {
         Ok(self.rule(format!("\"{{\" space {first} \"}}\" space")))
     }
 
+    /// An object without declared properties: its required keys with any value, else a map
+    /// whose values follow `additionalProperties` (absent or `true` = any value).
+    fn undeclared_object(
+        &mut self,
+        obj: &'a Map<String, Value>,
+        required: &[&str],
+        path: &str,
+    ) -> Result<String, GrammarError> {
+        if !required.is_empty() {
+            let kvs: Vec<String> = required
+                .iter()
+                .map(|k| format!("{} \":\" space value", key_literal(k)))
+                .collect();
+            return Ok(self.rule(format!(
+                "\"{{\" space {} \"}}\" space",
+                kvs.join(" \",\" space ")
+            )));
+        }
+        let value = match obj.get("additionalProperties") {
+            Some(Value::Bool(false)) => return Ok("\"{\" space \"}\" space".into()),
+            None | Some(Value::Bool(true)) => "value".to_string(),
+            Some(s) => self.visit(s, &format!("{path}/additionalProperties"))?,
+        };
+        let kv = self.rule(format!("string \":\" space {value}"));
+        Ok(self.rule(format!(
+            "\"{{\" space ({kv} (\",\" space {kv})*)? \"}}\" space"
+        )))
+    }
+
     fn array(&mut self, obj: &'a Map<String, Value>, path: &str) -> Result<String, GrammarError> {
         let item = match obj.get("items") {
             None => "value".to_string(),
@@ -400,15 +415,7 @@ impl<'a> Converter<'a> {
     }
 
     fn integer(&mut self, obj: &Map<String, Value>, path: &str) -> Result<String, GrammarError> {
-        let bound = |key: &str| -> Result<Option<f64>, GrammarError> {
-            match obj.get(key) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| err(path, format!("`{key}` must be a number"))),
-            }
-        };
+        let bound = |key: &str| keyword(obj, key, path, Value::as_f64, "a number");
         let lo = match (bound("minimum")?, bound("exclusiveMinimum")?) {
             (Some(a), Some(b)) => Some(a.ceil().max(b.floor() + 1.0)),
             (Some(a), None) => Some(a.ceil()),

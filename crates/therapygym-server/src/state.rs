@@ -206,7 +206,7 @@ impl AppState {
         )?);
         let judge_hash = judge.hash();
         let eval_config = eval_config(&cfg);
-        let config_hash = therapygym_eval::run::config_hash(&eval_config, &assets);
+        let config_hash = assets.config_hash(&eval_config);
         let reward_items = assets
             .reward
             .item_weights(&assets.rubric)
