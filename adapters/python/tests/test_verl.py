@@ -159,7 +159,7 @@ class VerlEpisodeTest(unittest.TestCase):
         self.assertAlmostEqual(adv[3], 0.0, places=9)
 
     def test_abandoned_episodes_do_not_pile_up(self):
-        # rl-integration.md §5.7: verl never finalises. The service's TTL bounds what is left.
+        # verl never finalises (docs/rl-engines.md, the gotchas). The service's TTL bounds what is left.
         with Service("--ttl-s", "1", "--turns", "3") as svc:
             it = TherapyInteraction({"base_url": svc.url})
 

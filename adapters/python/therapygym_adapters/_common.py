@@ -1,4 +1,4 @@
-"""What the engine adapters share: tasks, the unscored-session rule (rl-integration.md §5.0),
+"""What the engine adapters share: tasks, the unscored-session rule (docs/rl-engines.md),
 a thread pool for calling the blocking client from engines' event loops, and start-up logging."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def new_episode_id(prefix: str) -> str:
 def check_id(what: str, value: str) -> str:
     if not value or len(value) > 128 or not set(value) <= _ALLOWED_ID:
         raise ValueError(
-            f"{what} {value!r}: ids are 1-128 characters from [A-Za-z0-9._:-] (rl-integration.md §3.1)"
+            f"{what} {value!r}: ids are 1-128 characters from [A-Za-z0-9._:-] (docs/serve.md)"
         )
     return value
 
@@ -100,7 +100,7 @@ def parse_task(value: Any, *, what: str = "task") -> Task:
 
 
 # ---------------------------------------------------------------------------------------------
-# Unscored sessions (rl-integration.md §5.0)
+# Unscored sessions (docs/rl-engines.md, "Unscored sessions")
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _incomplete(g: Mapping[str, Any], group_id: str, wait_s: float) -> TherapyGy
         0,
         f"group {group_id} did not complete within {wait_s:g} s "
         f"({g.get('finished')} of {g.get('group_size')} members finished: {members}); an unscored "
-        "member needs the group's scored_mean (rl-integration.md §5.0). Check that every member "
+        "member needs the group's scored_mean (docs/rl-engines.md). Check that every member "
         "of the group reaches the end of its episode (engine turn and token limits above the "
         "service's), that the engine's group size equals the service's --group-size, or raise "
         "group_wait_s.",
@@ -235,7 +235,7 @@ async def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
 
 
 # ---------------------------------------------------------------------------------------------
-# Start-up metadata (rl-integration.md §3.6: adapters log GET /v1/info once)
+# Start-up metadata (adapters log GET /v1/info once; docs/serve.md)
 
 _INFO_LOGGED: dict[str, dict] = {}
 _INFO_LOCK = threading.Lock()

@@ -1,4 +1,4 @@
-"""A small HTTP client for ``therapygym serve`` (rl-integration.md §3), standard library only.
+"""A small HTTP client for ``therapygym serve`` (docs/serve.md), standard library only.
 
 Every non-2xx answer of the service is the error envelope
 ``{"error": {"kind", "retryable", "retry_after_s"?, "episode_id"?, "group_id"?, "message"}}``.
@@ -7,7 +7,7 @@ The client retries what the service marks retryable (429 ``overloaded``, 503
 (header, else ``retry_after_s``, else capped exponential backoff), and connection failures; it
 raises :class:`TherapyGymError` for everything else and when the retries run out. It never turns
 an error or an unscored session into a number: that is the adapters' job, and they follow
-rl-integration.md §5.0.
+docs/rl-engines.md, "Unscored sessions".
 """
 
 from __future__ import annotations

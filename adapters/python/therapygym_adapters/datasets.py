@@ -1,5 +1,5 @@
 """Training datasets for the engines: one row per (profile, epoch), each with a fresh seed, so a
-GRPO group ``(profile_id, seed)`` never repeats within a run (rl-integration.md §4).
+GRPO group ``(profile_id, seed)`` never repeats within a run (docs/design/seeds.md).
 
     python -m therapygym_adapters.datasets --engine verl --profiles data/profiles/examples.jsonl \\
         --epochs 3 --seed 1000 --out train.json [--url http://127.0.0.1:8700]

@@ -26,7 +26,7 @@ Checked against OpenRLHF/OpenRLHF ``3c3be6234e0cb353e76bb8019947db9dfe99fca7`` (
   180 s timeout, 5 tries, and reads ``rewards``, ``scores``, ``extra_logs``. It *catches* a
   failed request and leaves the sample's reward empty (only an info-level log line).
 
-Differences from rl-integration.md §5.2, on purpose:
+Differences from the engine's usual setup, on purpose (docs/rl-engines.md):
 
 - The patient text is wrapped in the policy's markup, but the end marker of the therapist turn is
   added only when the generated tokens lack it. vLLM returns the EOS token among the generated

@@ -27,7 +27,7 @@ Checked against volcengine/verl ``b178a3cd56f58b2d502255daba591e92833930a7`` (20
   ``custom_reward_function.path`` (a file, or ``pkg://module``) / ``.name`` and merges
   ``custom_reward_function.reward_kwargs`` into the call.
 
-Differences from rl-integration.md §5.1, on purpose:
+Differences from the engine's usual setup, on purpose (docs/rl-engines.md):
 
 - Intermediate steps return score ``None`` (not 0.0), so ``turn_scores`` holds only the final
   reward: ``[]`` then tells :func:`compute_score` that verl stopped the episode before the

@@ -32,7 +32,7 @@ pub enum Command {
     ImportTranscripts(ImportArgs),
     /// Serve RL engines over HTTP: env-step episodes, scoring, /get_reward, the rollout driver.
     Serve(Box<ServeArgs>),
-    /// Synthesise patient profiles with TreeSynth: validated, deduplicated, with a holdout (resumable).
+    /// Synthesise patient profiles with TreeSynth: checked, deduplicated, with a holdout (resumable).
     Synth(Box<SynthArgs>),
     /// Judge-expert agreement on a ratings file (CTRS and safety), with bootstrap CIs and calibration.
     Validate(Box<ValidateArgs>),
@@ -334,7 +334,7 @@ pub struct SynthArgs {
     /// Re-asks after an unusable profile before it is rejected (default 2).
     #[arg(long, value_name = "N")]
     pub repair_attempts: Option<u32>,
-    /// Profiles held out for validation (default 20; at most a fifth of the set).
+    /// Profiles held out from training (default 20; at most a fifth of the set).
     #[arg(long, value_name = "K")]
     pub holdout: Option<usize>,
     /// Grounding profiles shown as examples (JSONL or Patient-Ψ JSON). Default: the shipped examples.

@@ -147,8 +147,8 @@ cap = 40
 
         // The checkpoint reloads and differs from the starting weights.
         let ckpt = run_dir.join("checkpoints/step-000002");
-        let trained = therapygym_train::checkpoint::load_model(&ckpt).unwrap();
-        let base = therapygym_train::Policy::load_default().unwrap();
+        let trained = therapygym_grpo::checkpoint::load_model(&ckpt).unwrap();
+        let base = therapygym_grpo::Policy::load_default().unwrap();
         let (a, b) = (trained.weights().unwrap(), base.model().weights().unwrap());
         let changed = a.iter().zip(&b).any(|((na, ta), (nb, tb))| {
             assert_eq!(na, nb);

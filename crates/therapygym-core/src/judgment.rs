@@ -1,5 +1,5 @@
 //! What the judge says about a session: scored (every item and label present and in range) or
-//! unscored with a reason. Unscored is never 0 (`engineering.md` R8).
+//! unscored with a reason. Unscored is never 0 (`docs/design/unscored.md`).
 
 use std::collections::BTreeMap;
 use std::fmt;

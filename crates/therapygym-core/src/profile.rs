@@ -1,4 +1,5 @@
-//! Patient profiles: the cognitive-model (CCD) schema of Patient-Ψ with our ids (`paper.md` §6).
+//! Patient profiles: the cognitive-model (CCD) schema of Patient-Ψ with our ids
+//! (`docs/formats.md`, "Profiles"; background in `docs/design/clinical-basis.md`).
 //!
 //! One loader reads our JSONL (one profile per line) and Patient-Ψ's own JSON (an array with label
 //! strings such as "I am incompetent." and a `type` list of styles). Every problem is reported
@@ -233,8 +234,8 @@ fn array_element_lines(text: &str) -> Vec<usize> {
     lines
 }
 
-/// Validates one profile record (also used for synthesised profiles). Returns the profile and
-/// notes about lenient mappings.
+/// Checks one profile record against the schema and the vocabularies (also used for
+/// synthesised profiles). Returns the profile and notes about lenient mappings.
 pub fn parse_profile_value(
     v: &Value,
     mut at: Location,
@@ -246,17 +247,7 @@ pub fn parse_profile_value(
             "expected a JSON object with the profile fields",
         ));
     };
-    let id = match obj.get("id") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(DataError::field(
-                at,
-                "id",
-                "missing or empty; expected a string such as \"tg-001\"",
-            ));
-        }
-    };
+    let id = profile_id(obj, &at)?;
     at.id = Some(id.clone());
     if !valid_id(&id) {
         return Err(DataError::field(
@@ -265,47 +256,9 @@ pub fn parse_profile_value(
             "use at most 128 characters from A-Z a-z 0-9 . _ : -",
         ));
     }
-    let known: Vec<&str> = TEXT_FIELDS
-        .iter()
-        .flat_map(|(f, a)| std::iter::once(*f).chain(a.iter().copied()))
-        .chain(OTHER_FIELDS.iter().copied())
-        .collect();
-    if let Some(unknown) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(DataError::field(
-            at,
-            unknown.as_str(),
-            format!("unknown field; expected one of: {}", known.join(", ")),
-        ));
-    }
+    check_known_fields(obj, &at)?;
     let mut warnings = Vec::new();
-    let mut text = BTreeMap::new();
-    for (field, aliases) in TEXT_FIELDS {
-        let value = std::iter::once(*field)
-            .chain(aliases.iter().copied())
-            .find_map(|k| obj.get(k).map(|v| (k, v)));
-        let s = match value {
-            Some((_, Value::String(s))) if !s.trim().is_empty() => s.trim().to_string(),
-            Some((k, Value::Array(parts)))
-                if parts.iter().all(Value::is_string) && !parts.is_empty() =>
-            {
-                let _ = k;
-                parts
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
-            Some((k, _)) => return Err(DataError::field(at, k, "expected a non-empty string")),
-            None => {
-                return Err(DataError::field(
-                    at,
-                    *field,
-                    "missing; expected a non-empty string",
-                ));
-            }
-        };
-        text.insert(*field, s);
-    }
+    let mut text = text_fields(obj, &at)?;
     let mut intermediate = text.remove("intermediate_belief").unwrap_or_default();
     if let Some(dep) = obj
         .get("intermediate_belief_depression")
@@ -314,205 +267,11 @@ pub fn parse_profile_value(
     {
         intermediate = format!("{intermediate}\n[during depression]\n{}", dep.trim());
     }
-
-    let mut beliefs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for kind in [
-        BeliefKind::Helpless,
-        BeliefKind::Unlovable,
-        BeliefKind::Worthless,
-    ] {
-        let field = kind.field();
-        let items = string_list(obj, field, &at)?;
-        let mut ids = Vec::new();
-        for item in items {
-            match vocab.belief(kind, &item) {
-                Some(m) => {
-                    if m.fuzzy {
-                        warnings.push(format!(
-                            "{at}: field `{field}`: read \"{item}\" as `{}`",
-                            m.id
-                        ));
-                    }
-                    if !ids.contains(&m.id) {
-                        ids.push(m.id);
-                    }
-                }
-                None => {
-                    return Err(DataError::field(
-                        at,
-                        field,
-                        format!(
-                            "\"{item}\" is not a {} belief; allowed: {}",
-                            &field[..field.len() - 7],
-                            Vocabulary::ids(vocab.terms(kind))
-                        ),
-                    ));
-                }
-            }
-        }
-        beliefs.insert(field, ids);
-    }
-    if beliefs.values().all(Vec::is_empty) {
-        return Err(DataError::field(
-            at,
-            "helpless_belief",
-            "a profile needs at least one core belief (helpless, unlovable or worthless)",
-        ));
-    }
-
-    let mut emotions = Vec::new();
-    for e in string_list(obj, "emotion", &at)? {
-        match vocab.emotion(&e) {
-            Some(m) => {
-                if m.fuzzy {
-                    warnings.push(format!("{at}: field `emotion`: read \"{e}\" as `{}`", m.id));
-                }
-                if !emotions.contains(&m.id) {
-                    emotions.push(m.id);
-                }
-            }
-            None => {
-                return Err(DataError::field(
-                    at,
-                    "emotion",
-                    format!(
-                        "\"{e}\" is not an emotion; allowed: {}",
-                        Vocabulary::ids(&vocab.emotions)
-                    ),
-                ));
-            }
-        }
-    }
-    if emotions.is_empty() || emotions.len() > 3 {
-        return Err(DataError::field(
-            at,
-            "emotion",
-            format!(
-                "expected 1 to 3 emotions, found {}; allowed: {}",
-                emotions.len(),
-                Vocabulary::ids(&vocab.emotions)
-            ),
-        ));
-    }
-
-    let style_of = |s: &str, field: &str| -> Result<String, DataError> {
-        vocab.style(s).map(|st| st.id.clone()).ok_or_else(|| {
-            DataError::field(
-                at.clone(),
-                field,
-                format!("\"{s}\" is not a style; allowed: {}", vocab.style_ids()),
-            )
-        })
-    };
-    let mut styles = Vec::new();
-    for key in ["styles", "type"] {
-        for s in string_list(obj, key, &at)? {
-            let id = style_of(&s, key)?;
-            if !styles.contains(&id) {
-                styles.push(id);
-            }
-        }
-    }
-    let style = match obj.get("style") {
-        Some(Value::String(s)) => style_of(s, "style")?,
-        Some(_) => {
-            return Err(DataError::field(
-                at,
-                "style",
-                format!("expected one style id; allowed: {}", vocab.style_ids()),
-            ));
-        }
-        None => match styles.first() {
-            Some(s) => s.clone(),
-            None => {
-                return Err(DataError::field(
-                    at,
-                    "style",
-                    format!("missing; expected one of: {}", vocab.style_ids()),
-                ));
-            }
-        },
-    };
-    if styles.len() == 1 {
-        styles.clear();
-    }
-
-    let demographics = match obj.get("demographics") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        Some(_) => {
-            return Err(DataError::field(
-                at,
-                "demographics",
-                "expected an object such as {\"age\": 34, \"gender\": \"woman\"}",
-            ));
-        }
-    };
-
-    let mut risk_cues = Vec::new();
-    match obj.get("risk_cues") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for item in items {
-                let (kind, detail) = match item {
-                    Value::String(k) => (k.clone(), String::new()),
-                    Value::Object(m) => match m.get("kind").and_then(Value::as_str) {
-                        Some(k) => {
-                            if let Some(extra) = m.keys().find(|k| *k != "kind" && *k != "detail") {
-                                return Err(DataError::field(
-                                    at,
-                                    "risk_cues",
-                                    format!(
-                                        "unknown key `{extra}`; a risk cue is {{\"kind\", \"detail\"}}"
-                                    ),
-                                ));
-                            }
-                            (
-                                k.to_string(),
-                                m.get("detail")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .trim()
-                                    .to_string(),
-                            )
-                        }
-                        None => {
-                            return Err(DataError::field(
-                                at,
-                                "risk_cues",
-                                "each cue needs a `kind`",
-                            ));
-                        }
-                    },
-                    _ => {
-                        return Err(DataError::field(
-                            at,
-                            "risk_cues",
-                            "expected objects {\"kind\", \"detail\"}",
-                        ));
-                    }
-                };
-                if vocab.risk_cue(&kind).is_none() {
-                    return Err(DataError::field(
-                        at,
-                        "risk_cues",
-                        format!(
-                            "\"{kind}\" is not a risk cue; allowed: {}",
-                            vocab.risk_cue_ids()
-                        ),
-                    ));
-                }
-                risk_cues.push(RiskCue { kind, detail });
-            }
-        }
-        Some(_) => {
-            return Err(DataError::field(
-                at,
-                "risk_cues",
-                "expected a list of {\"kind\", \"detail\"} objects",
-            ));
-        }
-    }
+    let mut beliefs = core_beliefs(obj, &at, vocab, &mut warnings)?;
+    let emotion = emotions(obj, &at, vocab, &mut warnings)?;
+    let (style, styles) = styles(obj, &at, vocab)?;
+    let demographics = demographics(obj, &at)?;
+    let risk_cues = risk_cues(obj, &at, vocab)?;
 
     let take = |m: &mut BTreeMap<&str, String>, k: &str| m.remove(k).unwrap_or_default();
     let profile = Profile {
@@ -526,7 +285,7 @@ pub fn parse_profile_value(
         coping_strategies: take(&mut text, "coping_strategies"),
         situation: take(&mut text, "situation"),
         auto_thought: take(&mut text, "auto_thought"),
-        emotion: emotions,
+        emotion,
         behavior: take(&mut text, "behavior"),
         style,
         styles,
@@ -534,6 +293,279 @@ pub fn parse_profile_value(
         risk_cues,
     };
     Ok((profile, warnings))
+}
+
+fn profile_id(obj: &Map<String, Value>, at: &Location) -> Result<String, DataError> {
+    match obj.get("id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(DataError::field(
+            at.clone(),
+            "id",
+            "missing or empty; expected a string such as \"tg-001\"",
+        )),
+    }
+}
+
+fn check_known_fields(obj: &Map<String, Value>, at: &Location) -> Result<(), DataError> {
+    let known: Vec<&str> = TEXT_FIELDS
+        .iter()
+        .flat_map(|(f, a)| std::iter::once(*f).chain(a.iter().copied()))
+        .chain(OTHER_FIELDS.iter().copied())
+        .collect();
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(DataError::field(
+            at.clone(),
+            unknown.as_str(),
+            format!("unknown field; expected one of: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The narrative fields (under their names or aliases): a non-empty string, or a list of
+/// strings joined with spaces (Patient-Ψ writes some fields as lists).
+fn text_fields(
+    obj: &Map<String, Value>,
+    at: &Location,
+) -> Result<BTreeMap<&'static str, String>, DataError> {
+    let mut text = BTreeMap::new();
+    for (field, aliases) in TEXT_FIELDS {
+        let value = std::iter::once(*field)
+            .chain(aliases.iter().copied())
+            .find_map(|k| obj.get(k).map(|v| (k, v)));
+        let s = match value {
+            Some((_, Value::String(s))) if !s.trim().is_empty() => s.trim().to_string(),
+            Some((_, Value::Array(parts)))
+                if parts.iter().all(Value::is_string) && !parts.is_empty() =>
+            {
+                parts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+            Some((k, _)) => {
+                return Err(DataError::field(
+                    at.clone(),
+                    k,
+                    "expected a non-empty string",
+                ));
+            }
+            None => {
+                return Err(DataError::field(
+                    at.clone(),
+                    *field,
+                    "missing; expected a non-empty string",
+                ));
+            }
+        };
+        text.insert(*field, s);
+    }
+    Ok(text)
+}
+
+/// The three core-belief lists as vocabulary ids (labels such as "I am incompetent." are
+/// mapped); at least one belief in all.
+fn core_beliefs(
+    obj: &Map<String, Value>,
+    at: &Location,
+    vocab: &Vocabulary,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<&'static str, Vec<String>>, DataError> {
+    let mut beliefs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for kind in [
+        BeliefKind::Helpless,
+        BeliefKind::Unlovable,
+        BeliefKind::Worthless,
+    ] {
+        let field = kind.field();
+        let mut ids = Vec::new();
+        for item in string_list(obj, field, at)? {
+            let Some(m) = vocab.belief(kind, &item) else {
+                return Err(DataError::field(
+                    at.clone(),
+                    field,
+                    format!(
+                        "\"{item}\" is not a {} belief; allowed: {}",
+                        &field[..field.len() - 7],
+                        Vocabulary::ids(vocab.terms(kind))
+                    ),
+                ));
+            };
+            if m.fuzzy {
+                warnings.push(format!(
+                    "{at}: field `{field}`: read \"{item}\" as `{}`",
+                    m.id
+                ));
+            }
+            if !ids.contains(&m.id) {
+                ids.push(m.id);
+            }
+        }
+        beliefs.insert(field, ids);
+    }
+    if beliefs.values().all(Vec::is_empty) {
+        return Err(DataError::field(
+            at.clone(),
+            "helpless_belief",
+            "a profile needs at least one core belief (helpless, unlovable or worthless)",
+        ));
+    }
+    Ok(beliefs)
+}
+
+/// One to three emotion ids.
+fn emotions(
+    obj: &Map<String, Value>,
+    at: &Location,
+    vocab: &Vocabulary,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, DataError> {
+    let mut emotions = Vec::new();
+    for e in string_list(obj, "emotion", at)? {
+        let Some(m) = vocab.emotion(&e) else {
+            return Err(DataError::field(
+                at.clone(),
+                "emotion",
+                format!(
+                    "\"{e}\" is not an emotion; allowed: {}",
+                    Vocabulary::ids(&vocab.emotions)
+                ),
+            ));
+        };
+        if m.fuzzy {
+            warnings.push(format!("{at}: field `emotion`: read \"{e}\" as `{}`", m.id));
+        }
+        if !emotions.contains(&m.id) {
+            emotions.push(m.id);
+        }
+    }
+    if emotions.is_empty() || emotions.len() > 3 {
+        return Err(DataError::field(
+            at.clone(),
+            "emotion",
+            format!(
+                "expected 1 to 3 emotions, found {}; allowed: {}",
+                emotions.len(),
+                Vocabulary::ids(&vocab.emotions)
+            ),
+        ));
+    }
+    Ok(emotions)
+}
+
+/// The style, and the other styles a session may pick from (`styles`, or Patient-Ψ's `type`
+/// list; empty when there is only one).
+fn styles(
+    obj: &Map<String, Value>,
+    at: &Location,
+    vocab: &Vocabulary,
+) -> Result<(String, Vec<String>), DataError> {
+    let style_of = |s: &str, field: &str| -> Result<String, DataError> {
+        vocab.style(s).map(|st| st.id.clone()).ok_or_else(|| {
+            DataError::field(
+                at.clone(),
+                field,
+                format!("\"{s}\" is not a style; allowed: {}", vocab.style_ids()),
+            )
+        })
+    };
+    let mut styles = Vec::new();
+    for key in ["styles", "type"] {
+        for s in string_list(obj, key, at)? {
+            let id = style_of(&s, key)?;
+            if !styles.contains(&id) {
+                styles.push(id);
+            }
+        }
+    }
+    let style = match obj.get("style") {
+        Some(Value::String(s)) => style_of(s, "style")?,
+        Some(_) => {
+            return Err(DataError::field(
+                at.clone(),
+                "style",
+                format!("expected one style id; allowed: {}", vocab.style_ids()),
+            ));
+        }
+        None => match styles.first() {
+            Some(s) => s.clone(),
+            None => {
+                return Err(DataError::field(
+                    at.clone(),
+                    "style",
+                    format!("missing; expected one of: {}", vocab.style_ids()),
+                ));
+            }
+        },
+    };
+    if styles.len() == 1 {
+        styles.clear();
+    }
+    Ok((style, styles))
+}
+
+fn demographics(
+    obj: &Map<String, Value>,
+    at: &Location,
+) -> Result<BTreeMap<String, Value>, DataError> {
+    match obj.get("demographics") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Some(_) => Err(DataError::field(
+            at.clone(),
+            "demographics",
+            "expected an object such as {\"age\": 34, \"gender\": \"woman\"}",
+        )),
+    }
+}
+
+/// Risk cues: vocabulary ids, each a string or `{"kind", "detail"}`.
+fn risk_cues(
+    obj: &Map<String, Value>,
+    at: &Location,
+    vocab: &Vocabulary,
+) -> Result<Vec<RiskCue>, DataError> {
+    let items = match obj.get("risk_cues") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(DataError::field(
+                at.clone(),
+                "risk_cues",
+                "expected a list of {\"kind\", \"detail\"} objects",
+            ));
+        }
+    };
+    let bad = |m: String| DataError::field(at.clone(), "risk_cues", m);
+    let mut risk_cues = Vec::new();
+    for item in items {
+        let (kind, detail) = match item {
+            Value::String(k) => (k.clone(), String::new()),
+            Value::Object(m) => {
+                let Some(k) = m.get("kind").and_then(Value::as_str) else {
+                    return Err(bad("each cue needs a `kind`".into()));
+                };
+                if let Some(extra) = m.keys().find(|k| *k != "kind" && *k != "detail") {
+                    return Err(bad(format!(
+                        "unknown key `{extra}`; a risk cue is {{\"kind\", \"detail\"}}"
+                    )));
+                }
+                let detail = m.get("detail").and_then(Value::as_str).unwrap_or("");
+                (k.to_string(), detail.trim().to_string())
+            }
+            _ => return Err(bad("expected objects {\"kind\", \"detail\"}".into())),
+        };
+        if vocab.risk_cue(&kind).is_none() {
+            return Err(bad(format!(
+                "\"{kind}\" is not a risk cue; allowed: {}",
+                vocab.risk_cue_ids()
+            )));
+        }
+        risk_cues.push(RiskCue { kind, detail });
+    }
+    Ok(risk_cues)
 }
 
 fn string_list(

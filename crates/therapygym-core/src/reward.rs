@@ -1,4 +1,4 @@
-//! The reward of a judged session (`paper.md` §8.1):
+//! The reward of a judged session (`docs/design/clinical-basis.md`, "Reward"):
 //! `reward = Σ w_i·score_i/6 − Σ λ_j·flag_j`, from a TOML file so reward design is data.
 //!
 //! Defaults: equal weights over the rubric's reward-enabled items, normalised to sum to 1 (the
@@ -331,7 +331,7 @@ mod tests {
     }
 
     fn spec_example() -> Judgment {
-        // rl-integration.md §3.2: normalized = 34/54 = 0.6296 over the 9 reward items.
+        // The spec's worked example: normalized = 34/54 = 0.6296 over the 9 reward items.
         judgment(
             &[
                 ("agenda", 4),

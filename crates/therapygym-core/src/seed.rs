@@ -1,4 +1,4 @@
-//! Seed derivation (`rl-integration.md` §4): every random choice of a session comes from
+//! Seed derivation (`docs/design/seeds.md`): every random choice of a session comes from
 //! `(tag, profile_id, seed[, turn])`, so re-runs and group members meet the same patient.
 
 use sha2::{Digest, Sha256};

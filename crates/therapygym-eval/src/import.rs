@@ -14,8 +14,8 @@ use therapygym_core::profile::valid_id;
 use therapygym_core::{Speaker, Transcript, Turn};
 use therapygym_store::{RunStore, SessionRecord, SessionStatus};
 
-use crate::config::EvalConfig;
-use crate::error::EvalError;
+use therapygym_run::RunConfig;
+use therapygym_run::RunError;
 
 pub fn parse_transcripts(
     text: &str,
@@ -133,10 +133,10 @@ pub fn parse_transcripts(
 }
 
 /// Creates a run at `out` holding the dialogues of `file`. Returns how many were imported.
-pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize, EvalError> {
+pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize, RunError> {
     let text = read_to_string(file)?;
     let dialogues = parse_transcripts(&text, file)?;
-    let mut config = EvalConfig::new("baseline");
+    let mut config = RunConfig::new("baseline");
     config.therapist = format!("import:{}", file.display());
     config.patient = "import".into();
     config.judge = judge.to_string();

@@ -1,21 +1,15 @@
 //! Evaluation runs: `eval` (simulate, judge, summarise, resume), `judge` (re-score a stored run
-//! under a new judge), `import-transcripts` (bring external dialogues in for judging).
+//! under a new judge), `import-transcripts` (bring external dialogues in for judging). The
+//! machinery they share with `serve` and `train` is `therapygym-run`.
 
-pub mod assets;
 pub mod config;
-pub mod error;
 pub mod import;
 pub mod progress;
 pub mod rescore;
 pub mod run;
 pub mod summary;
 
-pub use assets::{AssetSources, Assets};
-pub use config::{Concurrency, EvalConfig, model_options};
-pub use error::EvalError;
+pub use config::Concurrency;
 pub use progress::{Progress, SessionOutcome, Silent};
-pub use run::{
-    JudgeCtx, Start, judge_and_store, open_role, plan, prepare, record_of, run_eval, session_id,
-    session_reward, store_judgment,
-};
+pub use run::{Start, plan, prepare, run_eval};
 pub use summary::{Summary, summarize};

@@ -6,15 +6,15 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use therapygym_judge::{Calibration, Judge, JudgeConfig};
+use therapygym_judge::{Calibration, JudgeConfig};
+use therapygym_run::{
+    AssetSources, Assets, JudgeCtx, RunConfig, RunError, judge_and_store, open_role,
+};
 use therapygym_store::{RunStore, SessionStatus};
 use tokio::task::JoinSet;
 
-use crate::assets::{AssetSources, Assets};
-use crate::config::{EvalConfig, model_options};
-use crate::error::EvalError;
 use crate::progress::Progress;
-use crate::run::{JudgeCtx, PlannedSession, judge_and_store};
+use crate::run::PlannedSession;
 use crate::summary::{Summary, summarize};
 
 /// What may change when re-scoring.
@@ -32,23 +32,13 @@ pub struct RescoreOptions {
     pub concurrency: usize,
 }
 
-pub fn stored_config(store: &RunStore) -> Result<EvalConfig, EvalError> {
-    let (m, _) = store.manifest()?;
-    serde_json::from_value(m["config"].clone()).map_err(|e| {
-        EvalError::Invalid(format!(
-            "{}: the manifest's config is unreadable: {e}",
-            store.dir().display()
-        ))
-    })
-}
-
 pub async fn rescore(
     dir: &Path,
     o: RescoreOptions,
     progress: Arc<dyn Progress>,
-) -> Result<Summary, EvalError> {
+) -> Result<Summary, RunError> {
     let store = Arc::new(RunStore::open(dir)?);
-    let mut config = stored_config(&store)?;
+    let mut config = RunConfig::stored(&store)?;
     if let Some(j) = o.judge {
         config.judge = j;
     }
@@ -72,16 +62,8 @@ pub async fn rescore(
     config.assets = overrides;
     let assets = Assets::load(&config.assets)?;
     store.record_attempt("judge", Some(&format!("judge = {}", config.judge)))?;
-    let spec = config.judge.parse()?;
-    let model = therapygym_models::open_model(&spec, model_options(&spec, o.concurrency)).await?;
-    let judge = Judge::new(
-        model,
-        Arc::clone(&assets.rubric),
-        Arc::clone(&assets.taxonomy),
-        assets.judge_system.clone(),
-        assets.judge_user.clone(),
-        config.judge_config.clone(),
-    )?;
+    let model = open_role(&config.judge, o.concurrency).await?;
+    let judge = assets.judge(model, config.judge_config.clone())?;
     let judge_hash = judge.hash();
     store.ensure_judge_set(&judge_hash, &judge.identity())?;
     let done: BTreeSet<String> = store.judgments(&judge_hash)?.into_keys().collect();
@@ -105,21 +87,21 @@ pub async fn rescore(
         calibration: o.calibration,
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(o.concurrency.max(1)));
-    let mut tasks: JoinSet<Result<(), EvalError>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
     for s in todo {
         let (ctx, progress, slots) = (ctx.clone(), Arc::clone(&progress), Arc::clone(&slots));
         tasks.spawn(async move {
             let _permit = slots
                 .acquire_owned()
                 .await
-                .map_err(|_| EvalError::Invalid("judge pool closed".into()))?;
-            let scored = judge_and_store(&ctx, &s).await?;
-            progress.judged(&s.id, scored);
+                .map_err(|_| RunError::Invalid("judge pool closed".into()))?;
+            let judged = judge_and_store(&ctx, &s).await?;
+            progress.judged(&s.id, judged.scored);
             Ok(())
         });
     }
     while let Some(r) = tasks.join_next().await {
-        r.map_err(|e| EvalError::Invalid(format!("a judge task stopped unexpectedly: {e}")))??;
+        r.map_err(|e| RunError::Invalid(format!("a judge task stopped unexpectedly: {e}")))??;
     }
     let planned: Vec<PlannedSession> = sessions
         .iter()

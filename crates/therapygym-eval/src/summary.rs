@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use therapygym_core::Verdict;
-use therapygym_store::{RunStore, SessionStatus};
+use therapygym_core::{Judgment, Verdict};
+use therapygym_run::{Assets, RunError};
+use therapygym_store::{JudgmentRow, RunStore, SessionStatus};
 
-use crate::assets::Assets;
-use crate::error::EvalError;
 use crate::run::PlannedSession;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,12 +124,157 @@ fn clamp01([lo, hi]: [f64; 2]) -> [f64; 2] {
     [lo.clamp(0.0, 1.0), hi.clamp(0.0, 1.0)]
 }
 
+/// Scores of the judged sessions, gathered per item, per label and per session.
+struct Tally<'a> {
+    assets: &'a Assets,
+    span: f64,
+    item_scores: BTreeMap<&'a str, Vec<f64>>,
+    item_calibrated: BTreeMap<String, Vec<f64>>,
+    /// Each scored session's mean normalised score over the reward items.
+    session_norm: Vec<f64>,
+    label_flags: BTreeMap<&'a str, Vec<f64>>,
+    any: Vec<f64>,
+    rewards: Vec<f64>,
+    unscored: u64,
+    unjudged: u64,
+    reasons: BTreeMap<String, u64>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(assets: &'a Assets) -> Self {
+        let rubric = &assets.rubric;
+        Self {
+            assets,
+            span: f64::from(rubric.max_score - rubric.min_score),
+            item_scores: rubric
+                .items
+                .iter()
+                .map(|i| (i.id.as_str(), Vec::new()))
+                .collect(),
+            item_calibrated: BTreeMap::new(),
+            session_norm: Vec::new(),
+            label_flags: assets
+                .taxonomy
+                .enabled_ids()
+                .into_iter()
+                .map(|l| (l, Vec::new()))
+                .collect(),
+            any: Vec::new(),
+            rewards: Vec::new(),
+            unscored: 0,
+            unjudged: 0,
+            reasons: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, row: Option<&JudgmentRow>) {
+        let Some(row) = row else {
+            self.unjudged += 1;
+            return;
+        };
+        match &row.verdict {
+            Verdict::Unscored { reason, .. } => {
+                self.unscored += 1;
+                *self.reasons.entry(reason.as_str().to_string()).or_default() += 1;
+            }
+            Verdict::Scored { judgment } => self.add_scored(judgment, row),
+        }
+    }
+
+    fn add_scored(&mut self, judgment: &Judgment, row: &JudgmentRow) {
+        let rubric = &self.assets.rubric;
+        for (item, v) in self.item_scores.iter_mut() {
+            if let Some(s) = judgment.ctrs.get(*item) {
+                v.push(f64::from(s.score));
+            }
+        }
+        if let Some(serde_json::Value::Object(cal)) = &row.calibrated {
+            for (k, v) in cal {
+                if let Some(x) = v.as_f64() {
+                    self.item_calibrated.entry(k.clone()).or_default().push(x);
+                }
+            }
+        }
+        let norms: Vec<f64> = rubric
+            .reward_items()
+            .filter_map(|i| judgment.ctrs.get(&i.id))
+            .map(|s| (f64::from(s.score) - f64::from(rubric.min_score)) / self.span)
+            .collect();
+        if let Some(m) = mean(&norms) {
+            self.session_norm.push(m);
+        }
+        let mut any_flag = false;
+        for (label, v) in self.label_flags.iter_mut() {
+            if let Some(f) = judgment.safety.get(*label) {
+                v.push(if f.flag { 1.0 } else { 0.0 });
+                any_flag |= f.flag;
+            }
+        }
+        self.any.push(if any_flag { 1.0 } else { 0.0 });
+        if let Some(r) = row.reward {
+            self.rewards.push(r);
+        }
+    }
+
+    fn ctrs(&self) -> CtrsSummary {
+        let rubric = &self.assets.rubric;
+        let items = rubric
+            .items
+            .iter()
+            .map(|i| {
+                let v = &self.item_scores[i.id.as_str()];
+                let norm: Vec<f64> = v
+                    .iter()
+                    .map(|s| (s - f64::from(rubric.min_score)) / self.span)
+                    .collect();
+                let summary = ItemSummary {
+                    mean: mean(v),
+                    normalized: mean(&norm),
+                    ci95: ci95(&norm).map(clamp01),
+                    n: v.len() as u64,
+                    calibrated_mean: self.item_calibrated.get(&i.id).and_then(|c| mean(c)),
+                    reward: i.reward,
+                };
+                (i.id.clone(), summary)
+            })
+            .collect();
+        CtrsSummary {
+            items,
+            item_order: rubric.items.iter().map(|i| i.id.clone()).collect(),
+            normalized_mean: mean(&self.session_norm),
+            ci95: ci95(&self.session_norm).map(clamp01),
+            n: self.session_norm.len() as u64,
+        }
+    }
+
+    fn safety(&self) -> SafetySummary {
+        let all_flags: Vec<f64> = self.label_flags.values().flatten().copied().collect();
+        SafetySummary {
+            labels: self
+                .label_flags
+                .iter()
+                .map(|(k, v)| {
+                    let l = LabelSummary {
+                        rate: mean(v),
+                        n: v.len() as u64,
+                    };
+                    (k.to_string(), l)
+                })
+                .collect(),
+            any_violation_rate: mean(&self.any),
+            per_label_mean_rate: mean(&all_flags),
+            n: self.any.len() as u64,
+            taxonomy: self.assets.taxonomy.version_id(),
+        }
+    }
+}
+
 pub fn summarize(
     store: &RunStore,
     judge_hash: &str,
     planned: &[PlannedSession],
     assets: &Assets,
-) -> Result<Summary, EvalError> {
+) -> Result<Summary, RunError> {
     let statuses = store.session_statuses()?;
     let judgments = store.judgments(judge_hash)?;
     let planned_ids: Vec<&str> = planned.iter().map(|p| p.id.as_str()).collect();
@@ -144,92 +288,11 @@ pub fn summarize(
         .iter()
         .filter(|(id, s)| **s == SessionStatus::Failed && in_plan(id))
         .count() as u64;
-    let rubric = &assets.rubric;
-    let span = f64::from(rubric.max_score - rubric.min_score);
-    let mut item_scores: BTreeMap<&str, Vec<f64>> = rubric
-        .items
-        .iter()
-        .map(|i| (i.id.as_str(), Vec::new()))
-        .collect();
-    let mut item_calibrated: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut session_norm = Vec::new();
-    let labels: Vec<&str> = assets.taxonomy.enabled_ids();
-    let mut label_flags: BTreeMap<&str, Vec<f64>> =
-        labels.iter().map(|l| (*l, Vec::new())).collect();
-    let mut any = Vec::new();
-    let mut rewards = Vec::new();
-    let mut unscored = 0u64;
-    let mut unjudged = 0u64;
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tally = Tally::new(assets);
     for id in &completed {
-        let Some(row) = judgments.get(*id) else {
-            unjudged += 1;
-            continue;
-        };
-        match &row.verdict {
-            Verdict::Unscored { reason, .. } => {
-                unscored += 1;
-                *reasons.entry(reason.as_str().to_string()).or_default() += 1;
-            }
-            Verdict::Scored { judgment } => {
-                for (item, v) in item_scores.iter_mut() {
-                    if let Some(s) = judgment.ctrs.get(*item) {
-                        v.push(f64::from(s.score));
-                    }
-                }
-                if let Some(serde_json::Value::Object(cal)) = &row.calibrated {
-                    for (k, v) in cal {
-                        if let Some(x) = v.as_f64() {
-                            item_calibrated.entry(k.clone()).or_default().push(x);
-                        }
-                    }
-                }
-                let norms: Vec<f64> = rubric
-                    .reward_items()
-                    .filter_map(|i| judgment.ctrs.get(&i.id))
-                    .map(|s| (f64::from(s.score) - f64::from(rubric.min_score)) / span)
-                    .collect();
-                if let Some(m) = mean(&norms) {
-                    session_norm.push(m);
-                }
-                let mut any_flag = false;
-                for (label, v) in label_flags.iter_mut() {
-                    if let Some(f) = judgment.safety.get(*label) {
-                        v.push(if f.flag { 1.0 } else { 0.0 });
-                        any_flag |= f.flag;
-                    }
-                }
-                any.push(if any_flag { 1.0 } else { 0.0 });
-                if let Some(r) = row.reward {
-                    rewards.push(r);
-                }
-            }
-        }
+        tally.add(judgments.get(*id));
     }
-    let items = rubric
-        .items
-        .iter()
-        .map(|i| {
-            let v = &item_scores[i.id.as_str()];
-            let norm: Vec<f64> = v
-                .iter()
-                .map(|s| (s - f64::from(rubric.min_score)) / span)
-                .collect();
-            (
-                i.id.clone(),
-                ItemSummary {
-                    mean: mean(v),
-                    normalized: mean(&norm),
-                    ci95: ci95(&norm).map(clamp01),
-                    n: v.len() as u64,
-                    calibrated_mean: item_calibrated.get(&i.id).and_then(|c| mean(c)),
-                    reward: i.reward,
-                },
-            )
-        })
-        .collect();
-    let all_flags: Vec<f64> = label_flags.values().flatten().copied().collect();
-    let judged = completed.len() as u64 - unjudged;
+    let judged = completed.len() as u64 - tally.unjudged;
     Ok(Summary {
         run_dir: store.dir().display().to_string(),
         judge_hash: judge_hash.to_string(),
@@ -237,44 +300,21 @@ pub fn summarize(
             planned: planned.len().max(statuses.len()) as u64,
             completed: completed.len() as u64,
             failed,
-            unscored,
-            unjudged,
+            unscored: tally.unscored,
+            unjudged: tally.unjudged,
         },
         unscored_rate: if judged == 0 {
             None
         } else {
-            Some(unscored as f64 / judged as f64)
+            Some(tally.unscored as f64 / judged as f64)
         },
-        unscored_reasons: reasons,
-        ctrs: CtrsSummary {
-            items,
-            item_order: rubric.items.iter().map(|i| i.id.clone()).collect(),
-            normalized_mean: mean(&session_norm),
-            ci95: ci95(&session_norm).map(clamp01),
-            n: session_norm.len() as u64,
-        },
-        safety: SafetySummary {
-            labels: label_flags
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        LabelSummary {
-                            rate: mean(v),
-                            n: v.len() as u64,
-                        },
-                    )
-                })
-                .collect(),
-            any_violation_rate: mean(&any),
-            per_label_mean_rate: mean(&all_flags),
-            n: any.len() as u64,
-            taxonomy: assets.taxonomy.version_id(),
-        },
+        unscored_reasons: tally.reasons.clone(),
+        ctrs: tally.ctrs(),
+        safety: tally.safety(),
         reward: RewardSummary {
-            mean: mean(&rewards),
-            ci95: ci95(&rewards),
-            n: rewards.len() as u64,
+            mean: mean(&tally.rewards),
+            ci95: ci95(&tally.rewards),
+            n: tally.rewards.len() as u64,
         },
         attempts: store.attempts()?,
     })

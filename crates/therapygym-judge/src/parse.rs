@@ -56,44 +56,14 @@ pub fn parse_judgment(
     rubric: &Rubric,
     taxonomy: &Taxonomy,
 ) -> Result<Judgment, Invalid> {
-    let Some(v) = extract_json(text) else {
-        if truncated {
-            return Err(invalid(
-                UnscoredReason::Truncated,
-                "the reply was cut off at max_tokens before the JSON ended",
-            ));
-        }
-        if looks_like_refusal(text) {
-            return Err(invalid(
-                UnscoredReason::Refusal,
-                "the judge declined to rate the session",
-            ));
-        }
-        return Err(invalid(
-            UnscoredReason::ParseFailure,
-            "the reply is not a JSON object",
-        ));
-    };
+    let v = reply_json(text, truncated)?;
     let Some(obj) = v.as_object() else {
         return Err(invalid(
             UnscoredReason::SchemaViolation,
             "the reply must be a JSON object with `ctrs` and `safety`",
         ));
     };
-    let section = |key: &str| -> Result<&serde_json::Map<String, Value>, Invalid> {
-        match obj.get(key) {
-            Some(Value::Object(m)) => Ok(m),
-            Some(_) => Err(invalid(
-                UnscoredReason::SchemaViolation,
-                format!("`{key}` must be an object"),
-            )),
-            None => Err(invalid(
-                UnscoredReason::MissingItem,
-                format!("`{key}` is missing"),
-            )),
-        }
-    };
-    let ctrs_obj = section("ctrs")?;
+    let ctrs_obj = section(obj, "ctrs")?;
     let mut ctrs = BTreeMap::new();
     for item in &rubric.items {
         let Some(entry) = ctrs_obj.get(&item.id) else {
@@ -102,58 +72,9 @@ pub fn parse_judgment(
                 format!("item `{}` is missing", item.id),
             ));
         };
-        let (score_v, rationale) = match entry {
-            Value::Object(m) => (
-                m.get("score"),
-                m.get("rationale").and_then(Value::as_str).unwrap_or(""),
-            ),
-            // A bare number is accepted: the rationale is optional, the score is not.
-            other => (Some(other), ""),
-        };
-        let score = match score_v {
-            None => {
-                return Err(invalid(
-                    UnscoredReason::MissingItem,
-                    format!("`{}.score` is missing", item.id),
-                ));
-            }
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(x)
-                    if x.fract() == 0.0
-                        && (f64::from(rubric.min_score)..=f64::from(rubric.max_score))
-                            .contains(&x) =>
-                {
-                    x as u8
-                }
-                _ => {
-                    return Err(invalid(
-                        UnscoredReason::OutOfRange,
-                        format!(
-                            "`{}` = {n} (allowed: an integer {}–{})",
-                            item.id, rubric.min_score, rubric.max_score
-                        ),
-                    ));
-                }
-            },
-            Some(other) => {
-                return Err(invalid(
-                    UnscoredReason::OutOfRange,
-                    format!(
-                        "`{}` = {other} is not an integer {}–{}",
-                        item.id, rubric.min_score, rubric.max_score
-                    ),
-                ));
-            }
-        };
-        ctrs.insert(
-            item.id.clone(),
-            ItemScore {
-                score,
-                rationale: rationale.to_string(),
-            },
-        );
+        ctrs.insert(item.id.clone(), item_score(&item.id, entry, rubric)?);
     }
-    let safety_obj = section("safety")?;
+    let safety_obj = section(obj, "safety")?;
     let mut safety = BTreeMap::new();
     for label in taxonomy.enabled() {
         let Some(entry) = safety_obj.get(&label.id) else {
@@ -162,40 +83,123 @@ pub fn parse_judgment(
                 format!("safety label `{}` is missing", label.id),
             ));
         };
-        let (flag_v, evidence) = match entry {
-            Value::Object(m) => (
-                m.get("flag").or_else(|| m.get("violated")),
-                m.get("evidence")
-                    .or_else(|| m.get("rationale"))
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            ),
-            other => (Some(other), ""),
-        };
-        let flag = match flag_v {
-            Some(Value::Bool(b)) => *b,
-            None => {
-                return Err(invalid(
-                    UnscoredReason::MissingItem,
-                    format!("`{}.flag` is missing", label.id),
-                ));
-            }
-            Some(other) => {
-                return Err(invalid(
-                    UnscoredReason::OutOfRange,
-                    format!("`{}.flag` = {other} is not true or false", label.id),
-                ));
-            }
-        };
-        safety.insert(
-            label.id.clone(),
-            LabelFlag {
-                flag,
-                evidence: evidence.to_string(),
-            },
-        );
+        safety.insert(label.id.clone(), label_flag(&label.id, entry)?);
     }
     Ok(Judgment { ctrs, safety })
+}
+
+/// The reply as JSON, or why it is not: cut off, a refusal, or no JSON at all.
+fn reply_json(text: &str, truncated: bool) -> Result<Value, Invalid> {
+    if let Some(v) = extract_json(text) {
+        return Ok(v);
+    }
+    if truncated {
+        return Err(invalid(
+            UnscoredReason::Truncated,
+            "the reply was cut off at max_tokens before the JSON ended",
+        ));
+    }
+    if looks_like_refusal(text) {
+        return Err(invalid(
+            UnscoredReason::Refusal,
+            "the judge declined to rate the session",
+        ));
+    }
+    Err(invalid(
+        UnscoredReason::ParseFailure,
+        "the reply is not a JSON object",
+    ))
+}
+
+fn section<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<&'a serde_json::Map<String, Value>, Invalid> {
+    match obj.get(key) {
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(invalid(
+            UnscoredReason::SchemaViolation,
+            format!("`{key}` must be an object"),
+        )),
+        None => Err(invalid(
+            UnscoredReason::MissingItem,
+            format!("`{key}` is missing"),
+        )),
+    }
+}
+
+/// One item: `{"score": n, "rationale": "..."}` or a bare number (the rationale is optional,
+/// the score is not); the score an integer on the rubric's scale.
+fn item_score(id: &str, entry: &Value, rubric: &Rubric) -> Result<ItemScore, Invalid> {
+    let (score_v, rationale) = match entry {
+        Value::Object(m) => (
+            m.get("score"),
+            m.get("rationale").and_then(Value::as_str).unwrap_or(""),
+        ),
+        other => (Some(other), ""),
+    };
+    let (lo, hi) = (rubric.min_score, rubric.max_score);
+    let score = match score_v {
+        None => {
+            return Err(invalid(
+                UnscoredReason::MissingItem,
+                format!("`{id}.score` is missing"),
+            ));
+        }
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if x.fract() == 0.0 && (f64::from(lo)..=f64::from(hi)).contains(&x) => x as u8,
+            _ => {
+                return Err(invalid(
+                    UnscoredReason::OutOfRange,
+                    format!("`{id}` = {n} (allowed: an integer {lo}–{hi})"),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(invalid(
+                UnscoredReason::OutOfRange,
+                format!("`{id}` = {other} is not an integer {lo}–{hi}"),
+            ));
+        }
+    };
+    Ok(ItemScore {
+        score,
+        rationale: rationale.to_string(),
+    })
+}
+
+/// One safety label: `{"flag": bool, "evidence": "..."}` (also `violated` / `rationale`) or a
+/// bare boolean.
+fn label_flag(id: &str, entry: &Value) -> Result<LabelFlag, Invalid> {
+    let (flag_v, evidence) = match entry {
+        Value::Object(m) => (
+            m.get("flag").or_else(|| m.get("violated")),
+            m.get("evidence")
+                .or_else(|| m.get("rationale"))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ),
+        other => (Some(other), ""),
+    };
+    let flag = match flag_v {
+        Some(Value::Bool(b)) => *b,
+        None => {
+            return Err(invalid(
+                UnscoredReason::MissingItem,
+                format!("`{id}.flag` is missing"),
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(
+                UnscoredReason::OutOfRange,
+                format!("`{id}.flag` = {other} is not true or false"),
+            ));
+        }
+    };
+    Ok(LabelFlag {
+        flag,
+        evidence: evidence.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The model layer's error taxonomy (`engineering.md` R1). Every error has a stable kind string,
+//! The model layer's error taxonomy (`docs/handling-errors.md`). Every error has a stable kind string,
 //! a retryable flag and, where a reply existed, the raw text (so a judge can record it).
 
 use std::fmt;

@@ -65,10 +65,10 @@ impl Model {
         backend: Arc<dyn ChatBackend>,
         options: ModelOptions,
     ) -> Result<Self, ModelError> {
-        options.retry.validate().map_err(ModelError::config)?;
+        options.retry.check().map_err(ModelError::config)?;
         options
             .timeouts
-            .validate(&options.retry)
+            .check(&options.retry)
             .map_err(ModelError::config)?;
         let permits = options.concurrency.max(1);
         Ok(Self {

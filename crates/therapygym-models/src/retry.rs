@@ -57,7 +57,7 @@ impl RetryPolicy {
         backoff.max(hinted)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         if self.max_attempts == 0 {
             return Err("`retries.max_attempts` must be at least 1".into());
         }
@@ -86,7 +86,7 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    pub fn validate(&self, policy: &RetryPolicy) -> Result<(), String> {
+    pub fn check(&self, policy: &RetryPolicy) -> Result<(), String> {
         if self.attempt.is_zero() {
             return Err("`timeouts.attempt_s` must be positive".into());
         }
@@ -158,7 +158,7 @@ mod tests {
             attempt: Duration::from_secs(700),
             total: Duration::from_secs(600),
         };
-        let msg = t.validate(&p).unwrap_err();
+        let msg = t.check(&p).unwrap_err();
         assert!(
             msg.contains("timeouts.attempt_s") && msg.contains("timeouts.call_total_s"),
             "{msg}"
@@ -167,14 +167,14 @@ mod tests {
             attempt: Duration::from_secs(10),
             total: Duration::from_secs(30),
         };
-        let msg = t.validate(&p).unwrap_err();
+        let msg = t.check(&p).unwrap_err();
         assert!(msg.contains("retries.max_delay_s"), "{msg}");
         assert!(
             RetryPolicy {
                 max_attempts: 0,
                 ..p
             }
-            .validate()
+            .check()
             .is_err()
         );
     }

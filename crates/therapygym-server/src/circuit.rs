@@ -1,4 +1,4 @@
-//! The judge circuit breaker (`engineering.md` R9): if more than `failure_ratio` of the judge
+//! The judge circuit breaker (`docs/serve.md`): if more than `failure_ratio` of the judge
 //! calls in a sliding `window` failed (at least `min_calls` calls), new work gets 503
 //! `circuit_open` for `open_for` instead of feeding failures into training.
 //!

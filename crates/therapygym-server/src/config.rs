@@ -7,12 +7,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use therapygym_eval::AssetSources;
 use therapygym_judge::JudgeConfig;
 use therapygym_models::RetryPolicy;
+use therapygym_run::AssetSources;
 use therapygym_session::SessionConfig;
 
-/// What `/get_reward` answers for a session the judge could not score (`rl-integration.md` §3.5).
+/// What `/get_reward` answers for a session the judge could not score (`docs/serve.md`, "Unscored sessions").
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "unscored", rename_all = "snake_case")]
 pub enum UnscoredPolicy {
@@ -47,7 +47,7 @@ impl FromStr for ChatFormat {
     }
 }
 
-/// The judge circuit breaker (`engineering.md` R9).
+/// The judge circuit breaker (`docs/serve.md`, "Unscored sessions").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CircuitConfig {
     /// Judge calls are counted over this sliding window.
@@ -153,7 +153,7 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         if self.ttl.is_zero() {
             return Err("`--ttl-s` must be positive".into());
         }
@@ -180,6 +180,6 @@ impl ServerConfig {
         if !(0.0..=1.0).contains(&self.circuit.failure_ratio) {
             return Err("the circuit failure ratio must lie in [0, 1]".into());
         }
-        self.retry.validate()
+        self.retry.check()
     }
 }

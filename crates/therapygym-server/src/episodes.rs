@@ -1,4 +1,4 @@
-//! Env-step episodes (`rl-integration.md` §3.2): the engine posts each therapist turn and gets
+//! Env-step episodes (`docs/serve.md`): the engine posts each therapist turn and gets
 //! the patient's reply, or `done` with the reward. Each episode is a [`Session`] — the same state
 //! machine `eval` drives — held in a registry with an idle TTL and a hard lifetime, swept in the
 //! background (verl never closes its interactions).
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use therapygym_core::profile::valid_id;
 use therapygym_core::seed::derive;
 use therapygym_core::{Speaker, Transcript};
-use therapygym_eval::record_of;
+use therapygym_run::record_of;
 use therapygym_session::{EndReason, Session, SessionConfig, SessionError};
 use therapygym_store::SessionStatus;
 use tokio::sync::OwnedMutexGuard;
@@ -228,7 +228,7 @@ pub async fn patient_turn(
     }
 }
 
-/// Approximate tokens of a session (UTF-8 bytes / 4, `rl-integration.md` §3.2).
+/// Approximate tokens of a session (UTF-8 bytes / 4, as `docs/serve.md` documents).
 pub fn approx_tokens(system: &str, t: &Transcript) -> u64 {
     let bytes = system.len() + t.turns.iter().map(|x| x.text.len()).sum::<usize>();
     (bytes / 4) as u64

@@ -1,4 +1,4 @@
-//! The error envelope of the wire protocol (`rl-integration.md` §3.1) and the server's own
+//! The error envelope of the wire protocol (`docs/serve.md`, "Conventions") and the server's own
 //! start-up errors.
 //!
 //! Every non-2xx response is `{"error": {"kind", "retryable", "retry_after_s"?, "episode_id"?,
@@ -170,12 +170,12 @@ impl From<therapygym_store::StoreError> for ServerError {
     }
 }
 
-impl From<therapygym_eval::EvalError> for ServerError {
-    fn from(e: therapygym_eval::EvalError) -> Self {
+impl From<therapygym_run::RunError> for ServerError {
+    fn from(e: therapygym_run::RunError) -> Self {
         match e {
-            therapygym_eval::EvalError::Data(d) => ServerError::Data(d),
-            therapygym_eval::EvalError::Model(m) => ServerError::Model(m),
-            therapygym_eval::EvalError::Store(s) => ServerError::Store(s),
+            therapygym_run::RunError::Data(d) => ServerError::Data(d),
+            therapygym_run::RunError::Model(m) => ServerError::Model(m),
+            therapygym_run::RunError::Store(s) => ServerError::Store(s),
             other => ServerError::Config(other.to_string()),
         }
     }

@@ -1,7 +1,7 @@
 //! Groups: the members of one GRPO group share `(profile_id, seed)` and so meet the same patient.
 //! `GET /v1/groups/{id}` reports members, statuses, rewards and `scored_mean`, waiting for the
 //! group to complete; adapters of engines without a per-sample mask impute unscored members
-//! with `scored_mean` (`rl-integration.md` §5.0).
+//! with `scored_mean` (`docs/rl-engines.md`, "Unscored sessions").
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,4 @@
-//! `therapygym serve`: the TherapyGym RL service (`rl-integration.md` §0–§4).
+//! `therapygym serve`: the TherapyGym RL service (`docs/serve.md`).
 //!
 //! Four surfaces over one session runner and one judge — the evaluation's own, no second
 //! implementation:

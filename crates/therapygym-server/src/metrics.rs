@@ -102,11 +102,18 @@ impl Metrics {
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self, g: &Gauges) -> String {
         let mut o = String::with_capacity(4096);
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.render_http(&mut o);
+        render_gauges(&mut o, g);
+        self.render_sessions(&mut o);
+        self.render_models(&mut o, g);
+        self.render_guards(&mut o, g);
+        o
+    }
 
+    /// Requests by route, method and status, and latency histograms per route.
+    fn render_http(&self, o: &mut String) {
         header(
-            &mut o,
+            o,
             "therapygym_http_requests_total",
             "counter",
             "HTTP requests by route, method and status.",
@@ -122,218 +129,203 @@ impl Metrics {
             }
         }
         header(
-            &mut o,
+            o,
             "therapygym_http_request_duration_seconds",
             "histogram",
             "Service latency per route (includes patient and judge calls made during the request).",
         );
-        if let Ok(m) = self.latency.lock() {
-            for (route, h) in m.iter() {
-                let r = esc(route);
-                for (i, le) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        o,
-                        "therapygym_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {}",
-                        h.counts[i]
-                    );
-                }
+        let Ok(m) = self.latency.lock() else {
+            return;
+        };
+        let name = "therapygym_http_request_duration_seconds";
+        for (route, h) in m.iter() {
+            let r = esc(route);
+            for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "therapygym_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    o,
-                    "therapygym_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    o,
-                    "therapygym_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
-                    h.count
+                    "{name}_bucket{{route=\"{r}\",le=\"{le}\"}} {}",
+                    h.counts[i]
                 );
             }
+            let _ = writeln!(o, "{name}_bucket{{route=\"{r}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(o, "{name}_sum{{route=\"{r}\"}} {}", h.sum);
+            let _ = writeln!(o, "{name}_count{{route=\"{r}\"}} {}", h.count);
         }
+    }
 
-        gauge(
-            &mut o,
+    /// Episodes, rollouts, turns, judge calls and scoring outcomes.
+    fn render_sessions(&self, o: &mut String) {
+        let c = &self.counters;
+        labelled(
+            o,
+            "therapygym_episodes_total",
+            "Episode life-cycle events.",
+            "event",
+            [
+                ("created", get(&c.episodes_created)),
+                ("finished", get(&c.episodes_finished)),
+                ("expired", get(&c.episodes_expired)),
+                ("deleted", get(&c.episodes_deleted)),
+            ],
+        );
+        labelled(
+            o,
+            "therapygym_rollouts_total",
+            "Driver rollouts by outcome.",
+            "outcome",
+            [
+                ("finished", get(&c.rollouts_finished)),
+                ("failed", get(&c.rollouts_failed)),
+            ],
+        );
+        for (name, help, v) in [
+            (
+                "therapygym_steps_total",
+                "Therapist turns submitted.",
+                &c.steps,
+            ),
+            (
+                "therapygym_judge_calls_total",
+                "Judge calls made (cache hits excluded).",
+                &c.judge_calls,
+            ),
+            (
+                "therapygym_judge_failures_total",
+                "Judge calls that could not reach the judge after retries.",
+                &c.judge_failures,
+            ),
+            (
+                "therapygym_judge_cache_hits_total",
+                "Scores served from the in-memory judgment cache.",
+                &c.judge_cache_hits,
+            ),
+            ("therapygym_scored_total", "Sessions scored.", &c.scored),
+        ] {
+            counter(o, name, help, get(v));
+        }
+        let unscored: Vec<(String, u64)> = self
+            .unscored
+            .lock()
+            .map(|m| m.iter().map(|(r, n)| (esc(r), *n)).collect())
+            .unwrap_or_default();
+        labelled(
+            o,
+            "therapygym_unscored_total",
+            "Sessions the judge could not score, by reason (reward null, never 0).",
+            "reason",
+            unscored,
+        );
+    }
+
+    /// Calls, retries and failures of the service's models by role, and of the policies
+    /// the rollout driver called.
+    fn render_models(&self, o: &mut String, g: &Gauges) {
+        let c = &self.counters;
+        let calls = g.models.iter().map(|(r, n, _, _)| (*r, *n));
+        labelled(
+            o,
+            "therapygym_model_calls_total",
+            "Logical model calls by role.",
+            "role",
+            calls.chain([("policy", get(&c.policy_calls))]),
+        );
+        let retries = g.models.iter().map(|(r, _, n, _)| (*r, *n));
+        labelled(
+            o,
+            "therapygym_model_retries_total",
+            "Retried model attempts by role (R2).",
+            "role",
+            retries.chain([("policy", get(&c.policy_retries))]),
+        );
+        labelled(
+            o,
+            "therapygym_model_failures_total",
+            "Model calls that failed after retries, by role.",
+            "role",
+            g.models.iter().map(|(r, _, _, n)| (*r, *n)),
+        );
+    }
+
+    /// What the service refused or could not do: overload, the circuit breaker, group
+    /// overflows, store errors.
+    fn render_guards(&self, o: &mut String, g: &Gauges) {
+        let c = &self.counters;
+        for (name, help, v) in [
+            (
+                "therapygym_overloaded_total",
+                "Requests refused with 429 at max_live_episodes.",
+                get(&c.overloaded),
+            ),
+            (
+                "therapygym_circuit_rejections_total",
+                "Requests refused with 503 circuit_open.",
+                get(&c.circuit_rejections),
+            ),
+            (
+                "therapygym_circuit_opened_total",
+                "Times the judge circuit breaker opened.",
+                g.circuit_opened_total,
+            ),
+            (
+                "therapygym_group_overflow_total",
+                "Episodes that joined a group already holding group_size members.",
+                get(&c.group_overflows),
+            ),
+            (
+                "therapygym_store_errors_total",
+                "Finished episodes that could not be written to the run store.",
+                get(&c.store_errors),
+            ),
+        ] {
+            counter(o, name, help, v);
+        }
+    }
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+fn render_gauges(o: &mut String, g: &Gauges) {
+    for (name, help, v) in [
+        (
             "therapygym_live_episodes",
             "Episodes in progress (not yet done).",
             g.live_episodes,
-        );
-        gauge(
-            &mut o,
+        ),
+        (
             "therapygym_done_episodes_held",
             "Finished episodes kept for idempotent re-posts until their TTL or DELETE.",
             g.done_episodes_held,
-        );
-        gauge(
-            &mut o,
+        ),
+        (
             "therapygym_live_rollouts",
             "Driver rollouts in progress.",
             g.live_rollouts,
-        );
-        gauge(&mut o, "therapygym_groups", "Groups tracked.", g.groups);
-        gauge(
-            &mut o,
+        ),
+        ("therapygym_groups", "Groups tracked.", g.groups),
+        (
             "therapygym_circuit_open",
             "1 while the judge circuit breaker is open.",
             u64::from(g.circuit_open),
-        );
+        ),
+    ] {
+        gauge(o, name, help, v);
+    }
+}
 
-        header(
-            &mut o,
-            "therapygym_episodes_total",
-            "counter",
-            "Episode life-cycle events.",
-        );
-        for (event, v) in [
-            ("created", &c.episodes_created),
-            ("finished", &c.episodes_finished),
-            ("expired", &c.episodes_expired),
-            ("deleted", &c.episodes_deleted),
-        ] {
-            let _ = writeln!(
-                o,
-                "therapygym_episodes_total{{event=\"{event}\"}} {}",
-                get(v)
-            );
-        }
-        header(
-            &mut o,
-            "therapygym_rollouts_total",
-            "counter",
-            "Driver rollouts by outcome.",
-        );
-        let _ = writeln!(
-            o,
-            "therapygym_rollouts_total{{outcome=\"finished\"}} {}",
-            get(&c.rollouts_finished)
-        );
-        let _ = writeln!(
-            o,
-            "therapygym_rollouts_total{{outcome=\"failed\"}} {}",
-            get(&c.rollouts_failed)
-        );
-        counter(
-            &mut o,
-            "therapygym_steps_total",
-            "Therapist turns submitted.",
-            get(&c.steps),
-        );
-        counter(
-            &mut o,
-            "therapygym_judge_calls_total",
-            "Judge calls made (cache hits excluded).",
-            get(&c.judge_calls),
-        );
-        counter(
-            &mut o,
-            "therapygym_judge_failures_total",
-            "Judge calls that could not reach the judge after retries.",
-            get(&c.judge_failures),
-        );
-        counter(
-            &mut o,
-            "therapygym_judge_cache_hits_total",
-            "Scores served from the in-memory judgment cache.",
-            get(&c.judge_cache_hits),
-        );
-        counter(
-            &mut o,
-            "therapygym_scored_total",
-            "Sessions scored.",
-            get(&c.scored),
-        );
-        header(
-            &mut o,
-            "therapygym_unscored_total",
-            "counter",
-            "Sessions the judge could not score, by reason (reward null, never 0).",
-        );
-        if let Ok(m) = self.unscored.lock() {
-            for (reason, n) in m.iter() {
-                let _ = writeln!(
-                    o,
-                    "therapygym_unscored_total{{reason=\"{}\"}} {n}",
-                    esc(reason)
-                );
-            }
-        }
-        header(
-            &mut o,
-            "therapygym_model_calls_total",
-            "counter",
-            "Logical model calls by role.",
-        );
-        for (role, calls, _, _) in &g.models {
-            let _ = writeln!(o, "therapygym_model_calls_total{{role=\"{role}\"}} {calls}");
-        }
-        let _ = writeln!(
-            o,
-            "therapygym_model_calls_total{{role=\"policy\"}} {}",
-            get(&c.policy_calls)
-        );
-        header(
-            &mut o,
-            "therapygym_model_retries_total",
-            "counter",
-            "Retried model attempts by role (R2).",
-        );
-        for (role, _, retries, _) in &g.models {
-            let _ = writeln!(
-                o,
-                "therapygym_model_retries_total{{role=\"{role}\"}} {retries}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "therapygym_model_retries_total{{role=\"policy\"}} {}",
-            get(&c.policy_retries)
-        );
-        header(
-            &mut o,
-            "therapygym_model_failures_total",
-            "counter",
-            "Model calls that failed after retries, by role.",
-        );
-        for (role, _, _, failures) in &g.models {
-            let _ = writeln!(
-                o,
-                "therapygym_model_failures_total{{role=\"{role}\"}} {failures}"
-            );
-        }
-        counter(
-            &mut o,
-            "therapygym_overloaded_total",
-            "Requests refused with 429 at max_live_episodes.",
-            get(&c.overloaded),
-        );
-        counter(
-            &mut o,
-            "therapygym_circuit_rejections_total",
-            "Requests refused with 503 circuit_open.",
-            get(&c.circuit_rejections),
-        );
-        counter(
-            &mut o,
-            "therapygym_circuit_opened_total",
-            "Times the judge circuit breaker opened.",
-            g.circuit_opened_total,
-        );
-        counter(
-            &mut o,
-            "therapygym_group_overflow_total",
-            "Episodes that joined a group already holding group_size members.",
-            get(&c.group_overflows),
-        );
-        counter(
-            &mut o,
-            "therapygym_store_errors_total",
-            "Finished episodes that could not be written to the run store.",
-            get(&c.store_errors),
-        );
-        o
+/// A counter family with one label: `name{label="value"} n` per row. Values must already be
+/// escaped.
+fn labelled<S: std::fmt::Display>(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl IntoIterator<Item = (S, u64)>,
+) {
+    header(o, name, "counter", help);
+    for (value, n) in rows {
+        let _ = writeln!(o, "{name}{{{label}=\"{value}\"}} {n}");
     }
 }
 

@@ -1,4 +1,4 @@
-//! OpenRLHF's remote reward protocol (`rl-integration.md` §3.5): `query` is chat-template text
+//! OpenRLHF's remote reward protocol (`docs/serve.md`, "OpenRLHF"): `query` is chat-template text
 //! (prompt + response, decoded with special tokens), parsed back into turns; the structure
 //! (profile, seed) comes from `labels`, a JSON string per sample.
 

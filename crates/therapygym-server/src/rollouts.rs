@@ -1,4 +1,4 @@
-//! The driver (`POST /v1/rollouts`, `rl-integration.md` §3.4): TherapyGym runs a whole session
+//! The driver (`POST /v1/rollouts`, `docs/serve.md`): TherapyGym runs a whole session
 //! against a policy behind any OpenAI-compatible `base_url` (a token-recording proxy: rLLM
 //! gateway, AReaL, OpenRLHF's executor, TRL AsyncGRPO, ART), then judges it.
 //!
@@ -15,10 +15,10 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use therapygym_core::Speaker;
-use therapygym_eval::{model_options, record_of};
 use therapygym_models::{
     ApiKey, ChatMessage, ChatRequest, Model, ModelSpec, OpenAiBackend, Sampling, redact_url,
 };
+use therapygym_run::{model_options, record_of};
 use therapygym_session::{EndReason, Session};
 use therapygym_store::SessionStatus;
 
@@ -201,6 +201,81 @@ pub async fn rollout(state: Arc<AppState>, body: RolloutIn) -> Result<Value, Api
     result.map_err(|e| ApiError::internal(format!("rollout task failed: {e}")).episode(&id))?
 }
 
+/// A rollout in progress: the policy's chat history (append-only, resent every turn) and a
+/// record per policy turn.
+struct Rollout<'a> {
+    id: &'a str,
+    gid: &'a str,
+    spec: &'a EpisodeSpec,
+    policy: &'a Model,
+    sampling: &'a Sampling,
+    history: Vec<ChatMessage>,
+    turns: Vec<Value>,
+    token_limit: bool,
+}
+
+impl Rollout<'_> {
+    /// Alternates patient and policy turns until the session ends.
+    async fn play(&mut self, state: &AppState, s: &mut Session) -> Result<(), ApiError> {
+        while let Some(next) = s.next_speaker() {
+            match next {
+                Speaker::Patient => {
+                    let text = patient_turn(state, s, self.id, self.gid).await?;
+                    if !s.is_done() {
+                        self.history.push(ChatMessage::user(text));
+                    }
+                }
+                Speaker::Therapist => self.policy_turn(s).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One therapist turn from the policy; ends the session when the token budget is spent.
+    async fn policy_turn(&mut self, s: &mut Session) -> Result<(), ApiError> {
+        let req = ChatRequest::new(self.history.clone()).with_sampling(self.sampling.clone());
+        let resp = self.policy.chat(&req).await.map_err(|e| {
+            let (status, kind) = if e.is_retryable() {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "policy_unavailable",
+                )
+            } else {
+                (axum::http::StatusCode::BAD_GATEWAY, "policy_error")
+            };
+            ApiError::new(
+                status,
+                kind,
+                format!(
+                    "policy turn {} failed after bounded retries: {e}",
+                    s.therapist_turns() + 1
+                ),
+            )
+            .retryable(e.is_retryable())
+            .episode(self.id)
+            .group(self.gid)
+        })?;
+        self.turns.push(json!({
+            "request_id": null,
+            "finish_reason": resp.finish_reason.as_str(),
+            "usage": {"prompt_tokens": resp.prompt_tokens, "completion_tokens": resp.completion_tokens},
+            "latency_ms": u64::try_from(resp.latency.as_millis()).unwrap_or(u64::MAX),
+            "attempts": resp.attempts,
+        }));
+        self.history.push(ChatMessage::assistant(resp.text.clone()));
+        s.push_therapist(&resp.text, Some(&resp))
+            .map_err(|e| ApiError::internal(e.to_string()).episode(self.id))?;
+        if let Some(limit) = self.spec.max_total_tokens
+            && !s.is_done()
+            && approx_tokens(&s.therapist_system, &s.transcript) >= limit
+        {
+            s.end = Some(EndReason::TurnLimit);
+            self.token_limit = true;
+        }
+        Ok(())
+    }
+}
+
 async fn drive(
     state: Arc<AppState>,
     id: String,
@@ -212,61 +287,23 @@ async fn drive(
 ) -> Result<Value, ApiError> {
     let started = Instant::now();
     let gid = spec.group_id.clone();
-    let mut history = vec![ChatMessage::system(s.therapist_system.clone())];
-    let mut turns: Vec<Value> = Vec::new();
-    let mut token_limit = false;
-    let outcome: Result<(), ApiError> = async {
-        while let Some(next) = s.next_speaker() {
-            match next {
-                Speaker::Patient => {
-                    let text = patient_turn(&state, &mut s, &id, &gid).await?;
-                    if !s.is_done() {
-                        history.push(ChatMessage::user(text));
-                    }
-                }
-                Speaker::Therapist => {
-                    let req = ChatRequest::new(history.clone()).with_sampling(sampling.clone());
-                    let resp = policy.chat(&req).await.map_err(|e| {
-                        let (status, kind) = if e.is_retryable() {
-                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "policy_unavailable")
-                        } else {
-                            (axum::http::StatusCode::BAD_GATEWAY, "policy_error")
-                        };
-                        ApiError::new(
-                            status,
-                            kind,
-                            format!(
-                                "policy turn {} failed after bounded retries: {e}",
-                                s.therapist_turns() + 1
-                            ),
-                        )
-                        .retryable(e.is_retryable())
-                        .episode(&id)
-                        .group(&gid)
-                    })?;
-                    turns.push(json!({
-                        "request_id": null,
-                        "finish_reason": resp.finish_reason.as_str(),
-                        "usage": {"prompt_tokens": resp.prompt_tokens, "completion_tokens": resp.completion_tokens},
-                        "latency_ms": u64::try_from(resp.latency.as_millis()).unwrap_or(u64::MAX),
-                        "attempts": resp.attempts,
-                    }));
-                    history.push(ChatMessage::assistant(resp.text.clone()));
-                    s.push_therapist(&resp.text, Some(&resp))
-                        .map_err(|e| ApiError::internal(e.to_string()).episode(&id))?;
-                    if let Some(limit) = spec.max_total_tokens
-                        && !s.is_done()
-                        && approx_tokens(&s.therapist_system, &s.transcript) >= limit
-                    {
-                        s.end = Some(EndReason::TurnLimit);
-                        token_limit = true;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-    .await;
+    let mut rollout = Rollout {
+        id: &id,
+        gid: &gid,
+        spec: &spec,
+        policy: &policy,
+        sampling: &sampling,
+        history: vec![ChatMessage::system(s.therapist_system.clone())],
+        turns: Vec::new(),
+        token_limit: false,
+    };
+    let outcome = rollout.play(&state, &mut s).await;
+    let Rollout {
+        history,
+        turns,
+        token_limit,
+        ..
+    } = rollout;
     let c = &state.metrics.counters;
     c.policy_calls.fetch_add(
         policy.stats().calls.load(Ordering::Relaxed),

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value, json};
 use therapygym_core::seed::derive;
 use therapygym_core::{Profile, RewardBreakdown, Transcript, UnscoredReason, Verdict, builtin};
-use therapygym_eval::{Assets, EvalConfig, JudgeCtx, model_options, session_reward};
 use therapygym_judge::{Judge, JudgeRecord};
 use therapygym_models::{Model, ModelSpec, open_model};
+use therapygym_run::{Assets, JudgeCtx, RunConfig, model_options, session_reward};
 use therapygym_session::{SessionConfig, render_therapist_prompt};
 use therapygym_store::{RunStore, SessionRecord};
 
@@ -157,7 +157,7 @@ pub struct AppState {
 
 impl AppState {
     pub async fn build(cfg: ServerConfig) -> Result<AppState, ServerError> {
-        cfg.validate().map_err(ServerError::Config)?;
+        cfg.check().map_err(ServerError::Config)?;
         let assets = Assets::load(&cfg.assets)?;
         let holdout_set = match &cfg.holdout {
             Some(p) => therapygym_core::load_profiles(p, &assets.vocab)?,
@@ -196,17 +196,10 @@ impl AppState {
         };
         let patient = open(&cfg.patient, cfg.patient_concurrency).await?;
         let judge_model = open(&cfg.judge, cfg.judge_concurrency).await?;
-        let judge = Arc::new(Judge::new(
-            judge_model,
-            Arc::clone(&assets.rubric),
-            Arc::clone(&assets.taxonomy),
-            assets.judge_system.clone(),
-            assets.judge_user.clone(),
-            cfg.judge_config.clone(),
-        )?);
+        let judge = Arc::new(assets.judge(judge_model, cfg.judge_config.clone())?);
         let judge_hash = judge.hash();
-        let eval_config = eval_config(&cfg);
-        let config_hash = assets.config_hash(&eval_config);
+        let run_config = run_config(&cfg);
+        let config_hash = assets.config_hash(&run_config);
         let reward_items = assets
             .reward
             .item_weights(&assets.rubric)
@@ -217,7 +210,7 @@ impl AppState {
             Some(out) => {
                 let manifest = manifest(
                     &cfg,
-                    &eval_config,
+                    &run_config,
                     &assets,
                     &config_hash,
                     &patient,
@@ -481,7 +474,7 @@ impl AppState {
                     .map_err(|e| e.to_string())?;
             }
             if let Some(s) = scored {
-                therapygym_eval::store_judgment(
+                therapygym_run::store_judgment(
                     &ctx,
                     &record.id,
                     &s.record,
@@ -570,8 +563,8 @@ impl AppState {
     }
 }
 
-fn eval_config(cfg: &ServerConfig) -> EvalConfig {
-    let mut c = EvalConfig::new(&cfg.assets.therapist_prompt);
+fn run_config(cfg: &ServerConfig) -> RunConfig {
+    let mut c = RunConfig::new(&cfg.assets.therapist_prompt);
     c.therapist = "rl-engine".into();
     c.patient = cfg.patient.clone();
     c.judge = cfg.judge.clone();
@@ -584,7 +577,7 @@ fn eval_config(cfg: &ServerConfig) -> EvalConfig {
 
 fn manifest(
     cfg: &ServerConfig,
-    config: &EvalConfig,
+    config: &RunConfig,
     assets: &Assets,
     hash: &str,
     patient: &Model,
@@ -611,6 +604,6 @@ fn manifest(
             "unscored_policy": cfg.unscored_policy,
             "chat_format": cfg.chat_format,
         },
-        "seeds": {"rule": "session seed = the task's seed; patient seed of turn t = derive(\"patient\", profile_id, seed, t); patient opening = derive(\"patient_open\", profile_id, seed); judge seed = derive(\"judge\", profile_id, seed) (rl-integration.md §4)"},
+        "seeds": {"rule": "session seed = the task's seed; patient seed of turn t = derive(\"patient\", profile_id, seed, t); patient opening = derive(\"patient_open\", profile_id, seed); judge seed = derive(\"judge\", profile_id, seed) (docs/design/seeds.md)"},
     }))
 }

@@ -1,4 +1,4 @@
-//! Protocol tests against the real service (`rl-integration.md` §3): every route, the episode
+//! Protocol tests against the real service (`docs/serve.md`): every route, the episode
 //! life cycle, TTL expiry, determinism within a group, unscored propagation, malformed bodies,
 //! 404s, admission control, the circuit breaker and the rollout driver.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -208,13 +208,12 @@ async fn full_episode_life_cycle_is_stored_in_the_eval_format() {
     );
     assert_eq!(svc.delete("/v1/episodes/never-existed").await.status, 204);
 
-    // The run store: an `eval`-format run with kind "serve" whose config is an EvalConfig.
+    // The run store: an `eval`-format run with kind "serve" whose config is a RunConfig.
     let dir = svc.run_dir.clone().unwrap();
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["kind"], "serve");
-    let _: therapygym_eval::EvalConfig =
-        serde_json::from_value(manifest["config"].clone()).unwrap();
+    let _: therapygym_run::RunConfig = serde_json::from_value(manifest["config"].clone()).unwrap();
     let store = therapygym_store::RunStore::open(&dir).unwrap();
     let sessions = store.sessions().unwrap();
     assert_eq!(sessions.len(), 1);
@@ -309,7 +308,7 @@ async fn patient_opening_and_group_members_meet_the_same_patient() {
     assert_eq!(
         bodies[0]["seed"],
         therapygym_core::seed::derive("patient", &p, 7, Some(1)),
-        "rl-integration.md §4"
+        "docs/design/seeds.md"
     );
     assert_eq!(
         bodies[0]["messages"][0], bodies[2]["messages"][0],

@@ -1,4 +1,4 @@
-//! The settings of a synthesis run. Every TreeSynth default of `paper.md` §7.2 is here and
+//! The settings of a synthesis run. Every TreeSynth default (`docs/synth.md`, "Settings") is here and
 //! configurable; everything that changes results is stored in the run directory and must not
 //! change on resume (concurrency changes speed only and is not part of it).
 
@@ -32,9 +32,9 @@ pub struct SynthConfig {
     pub max_expand_rounds: u32,
     /// Re-asks after a malformed sketch reply before the node becomes a leaf.
     pub step_retries: u32,
-    /// Re-asks (with the validation error) after an unusable profile before it is rejected.
+    /// Re-asks (with the profile check's error) after an unusable profile before it is rejected.
     pub repair_attempts: u32,
-    /// Profiles held out for validation (the paper holds out 20), at most a fifth of the set.
+    /// Profiles held out from training (the paper holds out 20), at most a fifth of the set.
     pub holdout: usize,
     pub seed: u64,
     /// While a target is set, a level is not expanded when the frontier, as leaves, already
@@ -88,7 +88,7 @@ impl Default for SynthConfig {
 }
 
 impl SynthConfig {
-    pub fn validate(&self) -> Result<(), SynthError> {
+    pub fn check(&self) -> Result<(), SynthError> {
         let bad = |m: String| Err(SynthError::Config(m));
         if self.samples_per_node < 2 {
             return bad(
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec_and_validate() {
         let c = SynthConfig::default();
-        c.validate().unwrap();
+        c.check().unwrap();
         assert_eq!(
             (
                 c.depth,
@@ -184,7 +184,7 @@ mod tests {
             samples_per_node: 1,
             ..c.clone()
         }
-        .validate()
+        .check()
         .unwrap_err();
         assert!(e.to_string().contains("`samples_per_node`"), "{e}");
     }

@@ -1,4 +1,4 @@
-//! Expanding one node (`paper.md` §7.1 steps 2–5): sketches, a new dimension with every sketch
+//! Expanding one node (TreeSynth steps 2–5, `docs/synth.md`): sketches, a new dimension with every sketch
 //! assigned to one value, the completed value list, and the children. Every step is bounded:
 //! sketches `1 + step_retries` asks, dimensions `dimension_attempts`, expansion
 //! `max_expand_rounds` replies (malformed ones included).
@@ -229,158 +229,266 @@ pub(crate) async fn expand_node(
     id: String,
     constraints: Vec<Constraint>,
 ) -> Result<NodeResult, SynthError> {
-    let cfg = &ctx.cfg;
-    let n = cfg.samples_per_node;
-    let mut calls = 0u32;
-    let mut failures = Vec::new();
-    let result = |calls, samples, outcome, failures| NodeResult {
-        schema_revision: 1,
-        node: id.clone(),
-        attempt: ctx.attempt,
-        calls,
-        samples,
-        outcome,
-        failures,
+    let mut node = NodeWork {
+        ctx: &ctx,
+        id: &id,
+        constraints: &constraints,
+        calls: 0,
+        failures: Vec::new(),
     };
+    let samples = node.sketches().await?;
+    if samples.is_empty() {
+        let leaf = Outcome::Leaf {
+            reason: LeafReason::NoSamples,
+        };
+        return Ok(node.result(samples, leaf));
+    }
+    let Some(chosen) = node.dimension(&samples).await? else {
+        let leaf = Outcome::Leaf {
+            reason: LeafReason::NoDimension,
+        };
+        return Ok(node.result(samples, leaf));
+    };
+    let (values, expansion) = node.complete_values(&chosen).await?;
+    // Step 5: children (one per value, or one list-valued child).
+    let list_child = values.len() > ctx.cfg.infinite_threshold;
+    let split = Outcome::Split(Split {
+        dimension: chosen.dimension,
+        values,
+        assignments: chosen.assignments,
+        expansion,
+        list_child,
+    });
+    Ok(node.result(samples, split))
+}
 
-    // Step 2: sketches under the path's constraints.
-    let mut samples = Vec::new();
-    for attempt in 0..=cfg.step_retries {
-        let key = attempt.to_string();
-        let mut rng = Rng::for_key(cfg.seed, &[&id, "sample", &key]);
-        let constraints_now = ctx.draw(&constraints, &mut rng);
-        let examples = ctx.pick(&ctx.seed_sketches, 2.min(ctx.seed_sketches.len()), &mut rng);
-        let user = ctx.prompts.render(
-            "sample",
-            serde_json::json!({"task": ctx.task, "constraints": constraints_now, "examples": examples, "n": n}),
-        )?;
-        calls += 1;
-        let max_tokens = 80 * n as u32 + 64;
-        match ctx
-            .ask(
-                ctx.messages(user),
-                "node_samples",
-                schema::sketches(n),
-                cfg.temperature,
-                max_tokens,
-                call_seed(cfg.seed, &[&id, "sample", &key]),
-            )
-            .await
-        {
-            Ok((v, _)) => {
-                let got = sketch_list(&v);
-                if got.len() >= 2 {
-                    samples = got;
-                    break;
-                }
-                failures.push(format!("sketches: only {} distinct sketch(es)", got.len()));
-            }
-            Err(e) if fatal(&e) => return Err(e.into()),
-            Err(e) => failures.push(format!("sketches: {}", note(&e))),
+/// A dimension that splits a node's sketches: its values and each sketch's value.
+struct Chosen {
+    dimension: String,
+    values: Vec<String>,
+    assignments: Vec<usize>,
+    /// Values the model proposed before cleaning.
+    proposed: usize,
+}
+
+/// The steps of expanding one node, with the calls it made and the failures it recorded.
+struct NodeWork<'a> {
+    ctx: &'a Ctx,
+    id: &'a str,
+    constraints: &'a [Constraint],
+    calls: u32,
+    failures: Vec<String>,
+}
+
+impl NodeWork<'_> {
+    fn result(self, samples: Vec<String>, outcome: Outcome) -> NodeResult {
+        NodeResult {
+            schema_revision: 1,
+            node: self.id.to_string(),
+            attempt: self.ctx.attempt,
+            calls: self.calls,
+            samples,
+            outcome,
+            failures: self.failures,
         }
     }
-    if samples.is_empty() {
-        return Ok(result(
-            calls,
-            samples,
-            Outcome::Leaf {
-                reason: LeafReason::NoSamples,
-            },
-            failures,
-        ));
+
+    /// One structured call of `step` (`sample`, `dimension`, `assign`, `expand`) with its
+    /// attempt `key`. `Ok(None)`: the call failed, recorded as `what`; a configuration error
+    /// stops the run.
+    async fn ask(
+        &mut self,
+        step: &str,
+        key: &str,
+        user: String,
+        (schema_name, schema): (&str, Value),
+        (temperature, max_tokens): (f32, u32),
+        what: &str,
+    ) -> Result<Option<Value>, SynthError> {
+        self.calls += 1;
+        let seed = call_seed(self.ctx.cfg.seed, &[self.id, step, key]);
+        let reply = self
+            .ctx
+            .ask(
+                self.ctx.messages(user),
+                schema_name,
+                schema,
+                temperature,
+                max_tokens,
+                seed,
+            )
+            .await;
+        match reply {
+            Ok((v, _)) => Ok(Some(v)),
+            Err(e) if fatal(&e) => Err(e.into()),
+            Err(e) => {
+                self.failures.push(format!("{what}: {}", note(&e)));
+                Ok(None)
+            }
+        }
     }
 
-    // Step 3: one new dimension, every sketch assigned to one of its values.
-    let used: Vec<String> = constraints.iter().map(|c| c.dimension.clone()).collect();
-    let used_norm: Vec<String> = used.iter().map(|d| normalise(d)).collect();
-    let mut split: Option<(String, Vec<String>, Vec<usize>, usize)> = None;
-    for attempt in 0..cfg.dimension_attempts {
+    /// The path's attributes drawn for one prompt of `step`.
+    fn draw(&self, step: &str, key: &str) -> (Vec<Attr>, Rng) {
+        let mut rng = Rng::for_key(self.ctx.cfg.seed, &[self.id, step, key]);
+        let attrs = self.ctx.draw(self.constraints, &mut rng);
+        (attrs, rng)
+    }
+
+    /// Step 2: distinct sketches under the path's constraints (empty when every ask failed).
+    async fn sketches(&mut self) -> Result<Vec<String>, SynthError> {
+        let (ctx, n) = (self.ctx, self.ctx.cfg.samples_per_node);
+        for attempt in 0..=ctx.cfg.step_retries {
+            let key = attempt.to_string();
+            let (constraints_now, mut rng) = self.draw("sample", &key);
+            let examples = ctx.pick(&ctx.seed_sketches, 2.min(ctx.seed_sketches.len()), &mut rng);
+            let user = ctx.prompts.render(
+                "sample",
+                serde_json::json!({"task": ctx.task, "constraints": constraints_now, "examples": examples, "n": n}),
+            )?;
+            let sampling = (ctx.cfg.temperature, 80 * n as u32 + 64);
+            let reply = self
+                .ask(
+                    "sample",
+                    &key,
+                    user,
+                    ("node_samples", schema::sketches(n)),
+                    sampling,
+                    "sketches",
+                )
+                .await?;
+            if let Some(v) = reply {
+                let got = sketch_list(&v);
+                if got.len() >= 2 {
+                    return Ok(got);
+                }
+                self.failures
+                    .push(format!("sketches: only {} distinct sketch(es)", got.len()));
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Step 3: one new dimension with every sketch assigned to one of its values, in at most
+    /// `dimension_attempts` attempts.
+    async fn dimension(&mut self, samples: &[String]) -> Result<Option<Chosen>, SynthError> {
+        for attempt in 0..self.ctx.cfg.dimension_attempts {
+            if let Some(c) = self.try_dimension(attempt, samples).await? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn try_dimension(
+        &mut self,
+        attempt: u32,
+        samples: &[String],
+    ) -> Result<Option<Chosen>, SynthError> {
+        let ctx = self.ctx;
         let key = attempt.to_string();
-        let mut rng = Rng::for_key(cfg.seed, &[&id, "dimension", &key]);
-        let constraints_now = ctx.draw(&constraints, &mut rng);
+        let n = attempt + 1;
+        let used: Vec<String> = self
+            .constraints
+            .iter()
+            .map(|c| c.dimension.clone())
+            .collect();
+        let (constraints_now, _) = self.draw("dimension", &key);
         let user = ctx.prompts.render(
             "dimension",
             serde_json::json!({"task": ctx.task, "constraints": constraints_now, "samples": samples, "used": used}),
         )?;
-        calls += 1;
-        let reply = ctx
+        let sampling = (ctx.cfg.dimension_temperature, 400);
+        let what = format!("dimension attempt {n}");
+        let Some(v) = self
             .ask(
-                ctx.messages(user),
-                "node_dimension",
-                schema::dimension(),
-                cfg.dimension_temperature,
-                400,
-                call_seed(cfg.seed, &[&id, "dimension", &key]),
+                "dimension",
+                &key,
+                user,
+                ("node_dimension", schema::dimension()),
+                sampling,
+                &what,
             )
-            .await;
-        let v = match reply {
-            Ok((v, _)) => v,
-            Err(e) if fatal(&e) => return Err(e.into()),
-            Err(e) => {
-                failures.push(format!("dimension attempt {}: {}", attempt + 1, note(&e)));
-                continue;
-            }
+            .await?
+        else {
+            return Ok(None);
         };
         let dimension = clean_label(v.get("dimension").and_then(Value::as_str).unwrap_or(""));
         let dn = normalise(&dimension);
         if dn.is_empty() {
-            failures.push(format!(
-                "dimension attempt {}: empty dimension",
-                attempt + 1
-            ));
-            continue;
+            self.failures
+                .push(format!("dimension attempt {n}: empty dimension"));
+            return Ok(None);
         }
-        if used_norm.contains(&dn) {
-            failures.push(format!(
-                "dimension attempt {}: `{dimension}` is already used on this path",
-                attempt + 1
+        if used.iter().any(|d| normalise(d) == dn) {
+            self.failures.push(format!(
+                "dimension attempt {n}: `{dimension}` is already used on this path"
             ));
-            continue;
+            return Ok(None);
         }
         let proposed = strings(&v, "values");
         let values = clean_values(&proposed, &[]);
         if values.len() < 2 {
-            failures.push(format!(
-                "dimension attempt {}: `{dimension}` has {} usable value(s) of {} (catch-alls, combined values and repeats are dropped)",
-                attempt + 1,
+            self.failures.push(format!(
+                "dimension attempt {n}: `{dimension}` has {} usable value(s) of {} (catch-alls, combined values and repeats are dropped)",
                 values.len(),
                 proposed.len()
             ));
-            continue;
+            return Ok(None);
         }
-        // Assignment: the schema only allows the listed values, one per sketch.
+        let Some(assignments) = self.assign(&key, n, &dimension, &values, samples).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Chosen {
+            dimension,
+            values,
+            assignments,
+            proposed: proposed.len(),
+        }))
+    }
+
+    /// The assignment call of a dimension attempt: the schema only allows the listed values,
+    /// one per sketch. Returns each sketch's value index.
+    async fn assign(
+        &mut self,
+        key: &str,
+        n: u32,
+        dimension: &str,
+        values: &[String],
+        samples: &[String],
+    ) -> Result<Option<Vec<usize>>, SynthError> {
+        let ctx = self.ctx;
         let user = ctx.prompts.render(
             "assign",
             serde_json::json!({"dimension": dimension, "values": values, "samples": samples}),
         )?;
-        calls += 1;
-        let reply = ctx
+        let sampling = (
+            ctx.cfg.dimension_temperature,
+            40 * samples.len() as u32 + 64,
+        );
+        let schema = schema::assignments(samples.len(), values);
+        let what = format!("assignment attempt {n}");
+        let Some(v) = self
             .ask(
-                ctx.messages(user),
-                "node_assignments",
-                schema::assignments(samples.len(), &values),
-                cfg.dimension_temperature,
-                40 * samples.len() as u32 + 64,
-                call_seed(cfg.seed, &[&id, "assign", &key]),
+                "assign",
+                key,
+                user,
+                ("node_assignments", schema),
+                sampling,
+                &what,
             )
-            .await;
-        let v = match reply {
-            Ok((v, _)) => v,
-            Err(e) if fatal(&e) => return Err(e.into()),
-            Err(e) => {
-                failures.push(format!("assignment attempt {}: {}", attempt + 1, note(&e)));
-                continue;
-            }
+            .await?
+        else {
+            return Ok(None);
         };
         let labels = strings(&v, "assignments");
         if labels.len() != samples.len() {
-            failures.push(format!(
-                "assignment attempt {}: {} of {} sketches assigned",
-                attempt + 1,
+            self.failures.push(format!(
+                "assignment attempt {n}: {} of {} sketches assigned",
                 labels.len(),
                 samples.len()
             ));
-            continue;
+            return Ok(None);
         }
         let norm_values: Vec<String> = values.iter().map(|x| normalise(x)).collect();
         let idx: Vec<Option<usize>> = labels
@@ -393,104 +501,79 @@ pub(crate) async fn expand_node(
             })
             .collect();
         if let Some(bad) = idx.iter().position(Option::is_none) {
-            failures.push(format!(
-                "assignment attempt {}: sketch {bad} was given `{}`, which is not a value",
-                attempt + 1,
+            self.failures.push(format!(
+                "assignment attempt {n}: sketch {bad} was given `{}`, which is not a value",
                 labels[bad]
             ));
-            continue;
+            return Ok(None);
         }
-        split = Some((
-            dimension,
-            values,
-            idx.into_iter().flatten().collect(),
-            proposed.len(),
-        ));
-        break;
+        Ok(Some(idx.into_iter().flatten().collect()))
     }
-    let Some((dimension, mut values, assignments, proposed)) = split else {
-        return Ok(result(
-            calls,
-            samples,
-            Outcome::Leaf {
-                reason: LeafReason::NoDimension,
-            },
-            failures,
-        ));
-    };
 
-    // Step 4: complete the value list; `infinite` repeats until the list exceeds `max_values`.
-    let mut expansion = Expansion {
-        proposed,
-        ..Expansion::default()
-    };
-    for round in 0..cfg.max_expand_rounds {
-        let key = round.to_string();
-        let mut rng = Rng::for_key(cfg.seed, &[&id, "expand", &key]);
-        let constraints_now = ctx.draw(&constraints, &mut rng);
-        let user = ctx.prompts.render(
-            "expand",
-            serde_json::json!({"task": ctx.task, "constraints": constraints_now, "dimension": dimension,
-                "values": values, "max_new": schema::VALUES_PER_REPLY}),
-        )?;
-        calls += 1;
-        let reply = ctx
-            .ask(
-                ctx.messages(user),
-                "node_values",
-                schema::expansion(),
-                cfg.temperature,
-                500,
-                call_seed(cfg.seed, &[&id, "expand", &key]),
-            )
-            .await;
-        let v = match reply {
-            Ok((v, _)) => v,
-            Err(e) if fatal(&e) => return Err(e.into()),
-            Err(e) => {
-                expansion.statuses.push(format!("error:{}", e.kind()));
-                failures.push(format!("expansion round {}: {}", round + 1, note(&e)));
-                continue;
-            }
+    /// Step 4: completes the value list; `infinite` repeats until the list exceeds
+    /// `max_values`, a reply adds nothing, or `max_expand_rounds` replies were made.
+    async fn complete_values(
+        &mut self,
+        chosen: &Chosen,
+    ) -> Result<(Vec<String>, Expansion), SynthError> {
+        let ctx = self.ctx;
+        let mut values = chosen.values.clone();
+        let mut expansion = Expansion {
+            proposed: chosen.proposed,
+            ..Expansion::default()
         };
-        let status = v
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("null")
-            .to_string();
-        let new = if status == "null" {
-            Vec::new()
-        } else {
-            clean_values(&strings(&v, "missing_values"), &values)
-        };
-        let added = new.len();
-        values.extend(new);
-        expansion.statuses.push(status.clone());
-        match status.as_str() {
-            "infinite" => {
-                expansion.infinite = true;
-                if values.len() > cfg.max_values || added == 0 {
-                    break;
+        for round in 0..ctx.cfg.max_expand_rounds {
+            let key = round.to_string();
+            let (constraints_now, _) = self.draw("expand", &key);
+            let user = ctx.prompts.render(
+                "expand",
+                serde_json::json!({"task": ctx.task, "constraints": constraints_now, "dimension": chosen.dimension,
+                    "values": values, "max_new": schema::VALUES_PER_REPLY}),
+            )?;
+            self.calls += 1;
+            let reply = ctx
+                .ask(
+                    ctx.messages(user),
+                    "node_values",
+                    schema::expansion(),
+                    ctx.cfg.temperature,
+                    500,
+                    call_seed(ctx.cfg.seed, &[self.id, "expand", &key]),
+                )
+                .await;
+            let v = match reply {
+                Ok((v, _)) => v,
+                Err(e) if fatal(&e) => return Err(e.into()),
+                Err(e) => {
+                    expansion.statuses.push(format!("error:{}", e.kind()));
+                    self.failures
+                        .push(format!("expansion round {}: {}", round + 1, note(&e)));
+                    continue;
                 }
+            };
+            let status = v
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("null")
+                .to_string();
+            let new = if status == "null" {
+                Vec::new()
+            } else {
+                clean_values(&strings(&v, "missing_values"), &values)
+            };
+            let added = new.len();
+            values.extend(new);
+            expansion.statuses.push(status.clone());
+            if status != "infinite" {
+                break;
             }
-            _ => break,
+            expansion.infinite = true;
+            if values.len() > ctx.cfg.max_values || added == 0 {
+                break;
+            }
         }
+        Ok((values, expansion))
     }
-
-    // Step 5: children (one per value, or one list-valued child).
-    let list_child = values.len() > cfg.infinite_threshold;
-    Ok(result(
-        calls,
-        samples,
-        Outcome::Split(Split {
-            dimension,
-            values,
-            assignments,
-            expansion,
-            list_child,
-        }),
-        failures,
-    ))
 }
 
 /// One-line summary of a seed profile for sketch prompts.

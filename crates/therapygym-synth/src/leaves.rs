@@ -1,4 +1,4 @@
-//! The leaf phase (`paper.md` §7.1 step 7): every leaf generates `samples_per_node ×
+//! The leaf phase (TreeSynth step 7, `docs/synth.md`): every leaf generates `samples_per_node ×
 //! infinite_path_samples^k` profiles conditioned on every attribute on its path.
 //!
 //! Work is cut into jobs — one chunk of one leaf's samples — and ordered in waves: wave `w`
@@ -15,10 +15,10 @@ use therapygym_models::{ChatMessage, ErrorKind};
 
 use crate::error::SynthError;
 use crate::expand::{Ctx, fatal};
+use crate::profile_check::{Rejection, value_to_profile};
 use crate::rng::{Rng, call_seed};
 use crate::state::{CandidateRecord, JobRecord};
 use crate::tree::Constraint;
-use crate::validate::{Rejection, value_to_profile};
 
 /// One leaf as the leaf phase sees it.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ fn excerpt(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-/// One profile: a structured call, validation, and at most `repair_attempts` re-asks that show
+/// One profile: a structured call, the profile check, and at most `repair_attempts` re-asks that show
 /// the model its reply and what was wrong with it.
 async fn candidate(
     ctx: Arc<Ctx>,

@@ -1,4 +1,4 @@
-//! TreeSynth (`paper.md` §7) for TherapyGym: synthesise cognitive-model patient profiles by
+//! TreeSynth (arXiv 2503.17195; `docs/synth.md`) for TherapyGym: synthesise cognitive-model patient profiles by
 //! splitting the profile space into a tree of attribute constraints, then generating inside each
 //! leaf.
 //!
@@ -9,7 +9,7 @@
 //!   infinite threshold. Breadth-first to `depth`.
 //! - **Leaves.** Each leaf generates full profiles conditioned on every attribute on its path,
 //!   as structured JSON (enums for belief, emotion and style ids); every candidate passes the
-//!   same validator as `eval`'s loader (re-asked a bounded number of times, else rejected with a
+//!   same profile check as `eval`'s loader (re-asked a bounded number of times, else rejected with a
 //!   reason), then exact and near-duplicate removal (MinHash/LSH over word shingles).
 //! - **Runs survive `kill -9`.** Every finished node and every batch of finished leaf jobs is an
 //!   atomic file in the run directory; `resume` replays them and never asks the model again for
@@ -19,20 +19,23 @@
 //! The library never prints: it reports [`SynthEvent`]s to a [`SynthProgress`].
 
 pub mod config;
+mod consume;
 pub mod dedup;
 pub mod diversity;
 pub mod error;
 mod expand;
 mod leaves;
+mod outputs;
+pub mod profile_check;
 pub mod progress;
 pub mod prompts;
 mod rng;
 pub mod run;
+mod run_dir;
 pub mod schema;
 pub mod state;
 pub mod text;
 pub mod tree;
-pub mod validate;
 
 pub use config::SynthConfig;
 pub use error::SynthError;

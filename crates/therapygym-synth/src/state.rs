@@ -66,7 +66,7 @@ pub struct SeedInfo {
     pub sha256: String,
 }
 
-/// One candidate of a leaf job: a validated profile (provisional id) or a rejection.
+/// One candidate of a leaf job: a checked profile (provisional id) or a rejection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateRecord {
     /// Sample index within the leaf.
@@ -74,7 +74,7 @@ pub struct CandidateRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rejection: Option<crate::validate::Rejection>,
+    pub rejection: Option<crate::profile_check::Rejection>,
     /// The start of the last unusable reply (rejected candidates only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,

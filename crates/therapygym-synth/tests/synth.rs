@@ -245,7 +245,7 @@ async fn invalid_profiles_are_repaired_by_a_re_ask() {
     let fake = Arc::new(Fake::new(|req, f| {
         if schema_name(req) == "patient_profile" && req.messages.len() == 2 {
             // Schema-valid, but the loader rejects a blank history.
-            let mut v = therapygym_synth::validate::reply_shape(&seeds()[1]);
+            let mut v = therapygym_synth::profile_check::reply_shape(&seeds()[1]);
             v["history"] = json!(" ".repeat(60));
             return ok(v);
         }
@@ -272,7 +272,7 @@ async fn rejections_are_counted_by_reason_and_the_run_gives_up() {
     let d = tempfile::tempdir().unwrap();
     let fake = Arc::new(Fake::new(|req, f| match schema_name(req) {
         "patient_profile" => {
-            let mut v = therapygym_synth::validate::reply_shape(&seeds()[1]);
+            let mut v = therapygym_synth::profile_check::reply_shape(&seeds()[1]);
             v["auto_thought"] =
                 json!("I am useless I am useless I am useless I am useless I am useless");
             ok(v)
@@ -357,7 +357,7 @@ async fn duplicates_exact_near_and_seed_copies_are_removed() {
                 "coping_strategies": "Works longer hours and hides the accounts from her husband.", "situation": "The bank refused to extend her overdraft on Monday morning.",
                 "auto_thought": "It is all my fault and everyone will know.", "emotion": ["ashamed", "anxious"], "behavior": "Closed the shop early and sat alone in the back room.", "style": "plain"});
             return match n % 4 {
-                0 => ok(therapygym_synth::validate::reply_shape(&seeds()[2])),
+                0 => ok(therapygym_synth::profile_check::reply_shape(&seeds()[2])),
                 1 => ok(story),
                 2 => {
                     story["behavior"] =

@@ -1,5 +1,5 @@
 //! Reading a ratings file: long format (one row per dialogue, rater and item), CSV or JSONL, plus
-//! the wide layout of paper.md §5.3 (one column per item id). Every problem names the file, the
+//! the wide layout (`docs/validate.md`) (one column per item id). Every problem names the file, the
 //! line and what was expected; nothing malformed is skipped. An empty score is *unscored*: the
 //! row is kept (and counted) but never enters a statistic, and is never read as 0.
 

@@ -85,6 +85,21 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
 pub fn render_text(r: &Report) -> String {
     let mut out = String::new();
     let mut notes = Notes::default();
+    write_header(&mut out, r);
+    if !r.items.0.is_empty() {
+        judge_item_table(&mut out, r, &mut notes);
+        expert_item_table(&mut out, r, &mut notes);
+    }
+    session_table(&mut out, r, &mut notes);
+    if !r.safety.0.is_empty() {
+        safety_table(&mut out, r, &mut notes);
+    }
+    write_notes(&mut out, notes);
+    out
+}
+
+/// What was compared with what: the ratings, the judge, the counts, the bootstrap.
+fn write_header(out: &mut String, r: &Report) {
     let judge = match &r.judge {
         JudgeSource::Rater { name } => format!("rater `{name}`"),
         JudgeSource::Run { dir, judge_hash } => {
@@ -124,110 +139,114 @@ pub fn render_text(r: &Report) -> String {
         r.rubric,
         r.taxonomy
     );
+}
 
-    if !r.items.0.is_empty() {
-        let _ = writeln!(out, "\nJudge vs expert consensus, per CTRS item");
-        let rows: Vec<Vec<String>> = r
-            .items
-            .0
-            .iter()
-            .map(|(id, it)| {
-                let j = &it.judge_vs_experts;
-                let name = if it.reward {
-                    id.clone()
-                } else {
-                    format!("{id} *")
-                };
-                vec![
-                    name,
-                    j.n.to_string(),
-                    notes.with_ci(id, "spearman", &j.spearman, &j.ci95.spearman, false),
-                    notes.with_ci(id, "pearson", &j.pearson, &j.ci95.pearson, false),
-                    notes.with_ci(
-                        id,
-                        "kendall_tau_b",
-                        &j.kendall_tau_b,
-                        &j.ci95.kendall_tau_b,
-                        false,
-                    ),
-                    notes.stat(id, "mae", &j.mae, 2),
-                    notes.stat(id, "qwk", &j.qwk, 2),
-                    notes.stat(
-                        id,
-                        "krippendorff_alpha_ordinal (judge+experts)",
-                        &j.krippendorff_alpha_ordinal,
-                        2,
-                    ),
-                    notes.with_ci(id, "bias", &j.bias, &j.ci95.bias, true),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "item",
-                "n",
-                "spearman [95% CI]",
-                "pearson [95% CI]",
-                "kendall tau-b [95% CI]",
-                "MAE",
-                "QWK",
-                "alpha ord",
-                "bias [95% CI]",
-            ],
-            &rows,
-        );
-        if r.items.0.iter().any(|(_, it)| !it.reward) {
-            let _ = writeln!(out, "* not a reward item (left out of the session score)");
-        }
-
-        let _ = writeln!(out, "\nExpert vs expert, per CTRS item");
-        let rows: Vec<Vec<String>> = r
-            .items
-            .0
-            .iter()
-            .map(|(id, it)| {
-                let e = &it.expert_vs_expert;
-                vec![
-                    id.clone(),
-                    e.n_experts.to_string(),
-                    e.n.to_string(),
-                    notes.stat(
-                        id,
-                        "expert krippendorff_alpha_ordinal",
-                        &e.krippendorff_alpha_ordinal,
-                        2,
-                    ),
-                    notes.stat(
-                        id,
-                        "expert krippendorff_alpha_interval",
-                        &e.krippendorff_alpha_interval,
-                        2,
-                    ),
-                    format!(
-                        "{} (n={})",
-                        notes.stat(id, "icc2_1", &e.icc2_1, 2),
-                        e.n_complete
-                    ),
-                    notes.with_ci(id, "expert spearman", &e.spearman, &e.ci95.spearman, false),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "item",
-                "experts",
-                "n (2+ experts)",
-                "alpha ordinal",
-                "alpha interval",
-                "ICC(A,1)",
-                "spearman, mean over pairs [95% CI]",
-            ],
-            &rows,
-        );
+fn judge_item_table(out: &mut String, r: &Report, notes: &mut Notes) {
+    let _ = writeln!(out, "\nJudge vs expert consensus, per CTRS item");
+    let rows: Vec<Vec<String>> = r
+        .items
+        .0
+        .iter()
+        .map(|(id, it)| {
+            let j = &it.judge_vs_experts;
+            let name = if it.reward {
+                id.clone()
+            } else {
+                format!("{id} *")
+            };
+            vec![
+                name,
+                j.n.to_string(),
+                notes.with_ci(id, "spearman", &j.spearman, &j.ci95.spearman, false),
+                notes.with_ci(id, "pearson", &j.pearson, &j.ci95.pearson, false),
+                notes.with_ci(
+                    id,
+                    "kendall_tau_b",
+                    &j.kendall_tau_b,
+                    &j.ci95.kendall_tau_b,
+                    false,
+                ),
+                notes.stat(id, "mae", &j.mae, 2),
+                notes.stat(id, "qwk", &j.qwk, 2),
+                notes.stat(
+                    id,
+                    "krippendorff_alpha_ordinal (judge+experts)",
+                    &j.krippendorff_alpha_ordinal,
+                    2,
+                ),
+                notes.with_ci(id, "bias", &j.bias, &j.ci95.bias, true),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "item",
+            "n",
+            "spearman [95% CI]",
+            "pearson [95% CI]",
+            "kendall tau-b [95% CI]",
+            "MAE",
+            "QWK",
+            "alpha ord",
+            "bias [95% CI]",
+        ],
+        &rows,
+    );
+    if r.items.0.iter().any(|(_, it)| !it.reward) {
+        let _ = writeln!(out, "* not a reward item (left out of the session score)");
     }
+}
 
+fn expert_item_table(out: &mut String, r: &Report, notes: &mut Notes) {
+    let _ = writeln!(out, "\nExpert vs expert, per CTRS item");
+    let rows: Vec<Vec<String>> = r
+        .items
+        .0
+        .iter()
+        .map(|(id, it)| {
+            let e = &it.expert_vs_expert;
+            vec![
+                id.clone(),
+                e.n_experts.to_string(),
+                e.n.to_string(),
+                notes.stat(
+                    id,
+                    "expert krippendorff_alpha_ordinal",
+                    &e.krippendorff_alpha_ordinal,
+                    2,
+                ),
+                notes.stat(
+                    id,
+                    "expert krippendorff_alpha_interval",
+                    &e.krippendorff_alpha_interval,
+                    2,
+                ),
+                format!(
+                    "{} (n={})",
+                    notes.stat(id, "icc2_1", &e.icc2_1, 2),
+                    e.n_complete
+                ),
+                notes.with_ci(id, "expert spearman", &e.spearman, &e.ci95.spearman, false),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "item",
+            "experts",
+            "n (2+ experts)",
+            "alpha ordinal",
+            "alpha interval",
+            "ICC(A,1)",
+            "spearman, mean over pairs [95% CI]",
+        ],
+        &rows,
+    );
+}
+
+fn session_table(out: &mut String, r: &Report, notes: &mut Notes) {
     let s = &r.session;
     let _ = writeln!(
         out,
@@ -241,7 +260,7 @@ pub fn render_text(r: &Report) -> String {
         notes.with_ci("session", "bias", &s.bias, &s.ci95.bias, true),
     ];
     table(
-        &mut out,
+        out,
         &[
             "n",
             "spearman [95% CI]",
@@ -250,67 +269,70 @@ pub fn render_text(r: &Report) -> String {
         ],
         &[row],
     );
+}
 
-    if !r.safety.0.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nSafety: judge flag vs expert majority (flagged when at least half of the experts who rated it flagged it)"
-        );
-        let rows: Vec<Vec<String>> = r
-            .safety
-            .0
-            .iter()
-            .map(|(id, l)| {
-                let m = &l.metrics;
-                vec![
-                    id.clone(),
-                    m.n.to_string(),
-                    notes.stat(id, "prevalence", &m.prevalence, 3),
-                    notes.stat(id, "judge_rate", &l.judge_rate, 3),
-                    notes.stat(id, "accuracy", &m.accuracy, 3),
-                    notes.stat(id, "precision", &m.precision, 3),
-                    notes.stat(id, "recall", &m.recall, 3),
-                    notes.with_ci(id, "f1", &m.f1, &l.ci95.f1, false),
-                    notes.with_ci(
-                        id,
-                        "cohen_kappa",
-                        &m.cohen_kappa,
-                        &l.ci95.cohen_kappa,
-                        false,
-                    ),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "label",
-                "n",
-                "prevalence",
-                "judge rate",
-                "accuracy",
-                "precision",
-                "recall",
-                "F1 [95% CI]",
-                "kappa [95% CI]",
-            ],
-            &rows,
-        );
-    }
+fn safety_table(out: &mut String, r: &Report, notes: &mut Notes) {
+    let _ = writeln!(
+        out,
+        "\nSafety: judge flag vs expert majority (flagged when at least half of the experts who rated it flagged it)"
+    );
+    let rows: Vec<Vec<String>> = r
+        .safety
+        .0
+        .iter()
+        .map(|(id, l)| {
+            let m = &l.metrics;
+            vec![
+                id.clone(),
+                m.n.to_string(),
+                notes.stat(id, "prevalence", &m.prevalence, 3),
+                notes.stat(id, "judge_rate", &l.judge_rate, 3),
+                notes.stat(id, "accuracy", &m.accuracy, 3),
+                notes.stat(id, "precision", &m.precision, 3),
+                notes.stat(id, "recall", &m.recall, 3),
+                notes.with_ci(id, "f1", &m.f1, &l.ci95.f1, false),
+                notes.with_ci(
+                    id,
+                    "cohen_kappa",
+                    &m.cohen_kappa,
+                    &l.ci95.cohen_kappa,
+                    false,
+                ),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "label",
+            "n",
+            "prevalence",
+            "judge rate",
+            "accuracy",
+            "precision",
+            "recall",
+            "F1 [95% CI]",
+            "kappa [95% CI]",
+        ],
+        &rows,
+    );
+}
 
-    if !notes.0.is_empty() {
-        let _ = writeln!(out, "\nUndefined (n/a):");
-        // Group the metrics of one place that share a reason.
-        let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
-        for (at, metric, reason) in notes.0 {
-            match groups.iter_mut().find(|(a, r, _)| *a == at && *r == reason) {
-                Some(g) => g.2.push(metric),
-                None => groups.push((at, reason, vec![metric])),
-            }
-        }
-        for (at, reason, metrics) in groups {
-            let _ = writeln!(out, "  {at}: {}: {reason}", metrics.join(", "));
+/// Every undefined statistic with its reason, the metrics of one place that share a reason
+/// grouped.
+fn write_notes(out: &mut String, notes: Notes) {
+    if notes.0.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nUndefined (n/a):");
+    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    for (at, metric, reason) in notes.0 {
+        match groups.iter_mut().find(|(a, r, _)| *a == at && *r == reason) {
+            Some(g) => g.2.push(metric),
+            None => groups.push((at, reason, vec![metric])),
         }
     }
-    out
+    for (at, reason, metrics) in groups {
+        let _ = writeln!(out, "  {at}: {}: {reason}", metrics.join(", "));
+    }
 }

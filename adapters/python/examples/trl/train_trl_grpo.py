@@ -11,7 +11,7 @@ then `--vllm-mode server`): the rollout then calls TRL's vLLM once per therapist
 row, as TRL's collective generation requires.
 
 Settings follow the paper (G = 4, lr 1e-6, 16 prompts per step, <= 16,384 tokens per episode)
-and rl-integration.md §5.3 (TRL's defaults differ: num_generations 8, loss_type "dapo").
+and docs/rl-engines.md (TRL's defaults differ: num_generations 8, loss_type "dapo").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 #   THERAPYGYM_URL=http://127.0.0.1:8700 bash adapters/python/examples/verl/run_verl_grpo.sh
 #
 # Settings follow the paper (G = 4, lr 1e-6, 16 prompts per step, <= 16,384 tokens per episode)
-# and rl-integration.md §5.1. Extra Hydra overrides can be appended as arguments.
+# and docs/rl-engines.md. Extra Hydra overrides can be appended as arguments.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 export THERAPYGYM_URL="${THERAPYGYM_URL:-http://127.0.0.1:8700}"

@@ -4,57 +4,18 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use therapygym_core::Speaker;
-use therapygym_eval::{Concurrency, EvalConfig, Start, Summary, run_eval};
-use therapygym_judge::Calibration;
+use therapygym_eval::{Concurrency, Start, Summary, run_eval};
+use therapygym_run::{Assets, RunConfig};
 
-use crate::cli::{EvalArgs, JudgeArgs, Opening};
+use crate::cli::{EvalArgs, Opening};
+use crate::commands::run_args::{
+    absolute, absolute_data_paths, apply_judge_args, load_calibration,
+};
 use crate::progress::Bar;
 use crate::ui;
 
-pub fn apply_judge_args(config: &mut EvalConfig, j: &JudgeArgs) {
-    if let Some(r) = j.judge_retries {
-        config.judge_config.retries = r;
-    }
-    if let Some(s) = j.judge_samples {
-        config.judge_config.samples = s.max(1);
-    }
-    if let Some(m) = j.judge_max_tokens {
-        config.judge_config.max_tokens = m;
-    }
-    if let Some(c) = j.judge_rationale_chars {
-        config.judge_config.rationale_max_chars = c;
-    }
-    let a = &mut config.assets;
-    a.reward_config = j.reward_config.clone().or(a.reward_config.take());
-    a.rubric = j.rubric.clone().or(a.rubric.take());
-    a.taxonomy = j.taxonomy.clone().or(a.taxonomy.take());
-    if !j.safety_labels.is_empty() {
-        a.safety_labels = j.safety_labels.clone();
-    }
-}
-
-pub fn load_calibration(path: &Option<PathBuf>) -> anyhow::Result<Option<Arc<Calibration>>> {
-    Ok(match path {
-        Some(p) => Some(Arc::new(Calibration::load(p)?)),
-        None => None,
-    })
-}
-
-pub fn absolute(p: PathBuf) -> PathBuf {
-    std::path::absolute(&p).unwrap_or(p)
-}
-
-/// Makes the data-file paths absolute, so a run's manifest names them wherever it is resumed.
-pub fn absolute_data_paths(a: &mut therapygym_eval::AssetSources) {
-    for p in [&mut a.reward_config, &mut a.rubric, &mut a.taxonomy] {
-        if let Some(x) = p.take() {
-            *p = Some(absolute(x));
-        }
-    }
-}
-
 pub async fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
-    let mut config = EvalConfig::new(a.therapist_prompt.as_deref().unwrap_or("cbt"));
+    let mut config = RunConfig::new(a.therapist_prompt.as_deref().unwrap_or("cbt"));
     let resume = a.resume.is_some();
     let changed = a.therapist.is_some()
         || a.patient.is_some()
@@ -151,8 +112,8 @@ fn default_out() -> PathBuf {
 }
 
 /// Writes the first `n` profiles to a temp-free location: `runs/.profiles/<hash>.jsonl`.
-fn limited_profiles(config: &EvalConfig, n: usize) -> anyhow::Result<PathBuf> {
-    let assets = therapygym_eval::Assets::load(&config.assets)?;
+fn limited_profiles(config: &RunConfig, n: usize) -> anyhow::Result<PathBuf> {
+    let assets = Assets::load(&config.assets)?;
     let subset: Vec<_> = assets
         .profiles
         .profiles

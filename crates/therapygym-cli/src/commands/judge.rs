@@ -1,16 +1,18 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use therapygym_eval::rescore::{RescoreOptions, rescore, stored_config};
+use therapygym_eval::rescore::{RescoreOptions, rescore};
 use therapygym_judge::JudgeConfig;
+use therapygym_run::RunConfig;
 use therapygym_store::RunStore;
 
 use crate::cli::JudgeCmdArgs;
-use crate::commands::eval::{gate, load_calibration, report};
+use crate::commands::eval::{gate, report};
+use crate::commands::run_args::load_calibration;
 use crate::progress::Bar;
 
 pub async fn run(a: JudgeCmdArgs) -> anyhow::Result<ExitCode> {
-    let stored = stored_config(&RunStore::open(&a.dir)?)?;
+    let stored = RunConfig::stored(&RunStore::open(&a.dir)?)?;
     let mut jc: JudgeConfig = stored.judge_config.clone();
     let j = &a.judge_args;
     if let Some(r) = j.judge_retries {

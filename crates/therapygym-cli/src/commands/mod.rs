@@ -3,11 +3,12 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 mod chat;
-pub mod eval;
+mod eval;
 mod export;
 mod import;
 mod judge;
 mod models;
+mod run_args;
 mod serve;
 mod synth;
 mod train;

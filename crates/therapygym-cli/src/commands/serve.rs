@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use therapygym_core::Speaker;
-use therapygym_eval::EvalConfig;
+use therapygym_run::RunConfig;
 use therapygym_server::{ChatFormat, Server, ServerConfig, UnscoredPolicy};
 
 use crate::cli::{Opening, ServeArgs};
-use crate::commands::eval::{absolute, absolute_data_paths, apply_judge_args, load_calibration};
+use crate::commands::run_args::{
+    absolute, absolute_data_paths, apply_judge_args, load_calibration,
+};
 use crate::ui;
 
 fn default_out() -> PathBuf {
@@ -22,7 +24,7 @@ fn default_out() -> PathBuf {
 
 pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
     // The judge flags shared with `eval` and `judge` apply through the same code.
-    let mut ec = EvalConfig::new(&a.therapist_prompt);
+    let mut ec = RunConfig::new(&a.therapist_prompt);
     apply_judge_args(&mut ec, &a.judge_args);
     let mut assets = ec.assets;
     assets.profiles = a.profiles.clone().map(absolute);

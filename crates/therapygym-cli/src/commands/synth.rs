@@ -211,7 +211,7 @@ pub async fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
         .concurrency
         .unwrap_or(if spec.is_local() { 1 } else { 8 })
         .max(1);
-    let model = open_model(&spec, therapygym_eval::model_options(&spec, concurrency)).await?;
+    let model = open_model(&spec, therapygym_run::model_options(&spec, concurrency)).await?;
     let bar = Arc::new(Sized {
         inner: Bar::new(),
         target: config.target,

@@ -2,12 +2,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use therapygym_align::{StepRecord, TrainConfig, TrainObserver, TrainStart, run_train};
-use therapygym_eval::EvalConfig;
-use therapygym_train::{LossAgg, LrSchedule};
+use therapygym_grpo::{LossAgg, LrSchedule};
+use therapygym_run::RunConfig;
+use therapygym_train::{StepRecord, TrainConfig, TrainObserver, TrainStart, run_train};
 
 use crate::cli::TrainArgs;
-use crate::commands::eval::{absolute, absolute_data_paths, apply_judge_args};
+use crate::commands::run_args::{absolute, absolute_data_paths, apply_judge_args};
 use crate::ui;
 
 struct Lines;
@@ -67,36 +67,36 @@ fn loss_agg(name: &str) -> anyhow::Result<LossAgg> {
 }
 
 fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
-    let mut eval = EvalConfig::new(a.therapist_prompt.as_deref().unwrap_or("cbt"));
+    let mut run = RunConfig::new(a.therapist_prompt.as_deref().unwrap_or("cbt"));
     if let Some(p) = &a.policy {
-        eval.therapist = p.clone();
+        run.therapist = p.clone();
     }
     if let Some(p) = &a.patient {
-        eval.patient = p.clone();
+        run.patient = p.clone();
     }
     if let Some(j) = &a.judge {
-        eval.judge = j.clone();
+        run.judge = j.clone();
     }
     if let Some(t) = a.turns {
         anyhow::ensure!(t >= 1, "`--turns` must be at least 1");
-        eval.session.turns = t;
+        run.session.turns = t;
     }
     if let Some(m) = a.therapist_max_tokens {
-        eval.session.therapist_sampling.max_tokens = m;
+        run.session.therapist_sampling.max_tokens = m;
     }
     if let Some(m) = a.patient_max_tokens {
-        eval.session.patient_sampling.max_tokens = m;
+        run.session.patient_sampling.max_tokens = m;
     }
     // GRPO explores by sampling: the policy samples at temperature 1 unless told otherwise.
-    eval.session.therapist_sampling.temperature = a.temperature.unwrap_or(1.0);
-    eval.session.therapist_sampling.top_p = 1.0;
+    run.session.therapist_sampling.temperature = a.temperature.unwrap_or(1.0);
+    run.session.therapist_sampling.top_p = 1.0;
     if let Some(s) = a.seed {
-        eval.seed = s;
+        run.seed = s;
     }
-    apply_judge_args(&mut eval, &a.judge_args);
-    eval.assets.profiles = a.profiles.clone().map(absolute);
-    absolute_data_paths(&mut eval.assets);
-    let mut c = TrainConfig::new(eval);
+    apply_judge_args(&mut run, &a.judge_args);
+    run.assets.profiles = a.profiles.clone().map(absolute);
+    absolute_data_paths(&mut run.assets);
+    let mut c = TrainConfig::new(run);
     c.holdout = a.holdout.clone().map(absolute);
     if let Some(s) = a.steps {
         c.steps = s;
@@ -120,12 +120,12 @@ fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
         c.export = t.clone();
     }
     if let Some(p) = &a.preset {
-        c.preset = therapygym_align::parse_preset(p)?;
+        c.preset = therapygym_train::parse_preset(p)?;
     }
     let lr = a.lr.unwrap_or(1e-6);
     anyhow::ensure!(lr > 0.0 && lr.is_finite(), "`--lr` must be positive");
     c.advantage = c.preset.advantage_norm();
-    c.grpo = therapygym_train::GrpoConfig::from_preset(c.preset, lr);
+    c.grpo = therapygym_grpo::GrpoConfig::from_preset(c.preset, lr);
     if let Some(w) = a.warmup_steps.filter(|w| *w > 0) {
         c.grpo.schedule = LrSchedule::WarmupCosine {
             peak_lr: lr,
@@ -202,7 +202,7 @@ pub async fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         ui::out(&format!("run: {}", outcome.dir.display()));
         ui::out(&format!(
             "metrics: {}",
-            outcome.dir.join(therapygym_align::METRICS_FILE).display()
+            outcome.dir.join(therapygym_train::METRICS_FILE).display()
         ));
         ui::out(&format!("policy: {}", outcome.export.display()));
     }

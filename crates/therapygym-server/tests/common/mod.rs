@@ -163,7 +163,7 @@ async fn into(r: reqwest::Response) -> Resp {
     }
 }
 
-/// Asserts the error envelope of `rl-integration.md` §3.1.
+/// Asserts the error envelope (`docs/serve.md`, "Conventions").
 pub fn assert_error(r: &Resp, status: u16, kind: &str) {
     assert_eq!(r.status, status, "{}", r.body);
     let e = &r.body["error"];
