@@ -65,7 +65,12 @@ pub async fn rescore(
     let model = open_role(&config.judge, o.concurrency).await?;
     let judge = assets.judge(model, config.judge_config.clone())?;
     let judge_hash = judge.hash();
-    store.ensure_judge_set(&judge_hash, &judge.identity())?;
+    store.ensure_judge_set(
+        &judge_hash,
+        &judge.identity(),
+        judge.rubric(),
+        judge.taxonomy(),
+    )?;
     let done: BTreeSet<String> = store.judgments(&judge_hash)?.into_keys().collect();
     let sessions: Vec<_> = store
         .sessions()?

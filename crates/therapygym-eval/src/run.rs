@@ -178,7 +178,12 @@ pub async fn prepare(
     let judge_model = open_role(&config.judge, conc.judge).await?;
     let runner = assets.session_runner(therapist, patient, config.session.clone())?;
     let judge = assets.judge(judge_model, config.judge_config.clone())?;
-    store.ensure_judge_set(&judge.hash(), &judge.identity())?;
+    store.ensure_judge_set(
+        &judge.hash(),
+        &judge.identity(),
+        judge.rubric(),
+        judge.taxonomy(),
+    )?;
     Ok(RunHandles {
         store: Arc::new(store),
         runner: Arc::new(runner),

@@ -222,7 +222,12 @@ impl AppState {
                 profiles.extend(holdout_set.profiles.iter().cloned());
                 store.put_profiles(&profiles)?;
                 let attempt = store.record_attempt("serve", None)?;
-                store.ensure_judge_set(&judge_hash, &judge.identity())?;
+                store.ensure_judge_set(
+                    &judge_hash,
+                    &judge.identity(),
+                    judge.rubric(),
+                    judge.taxonomy(),
+                )?;
                 Some(Persist {
                     ctx: JudgeCtx {
                         store: Arc::new(store),

@@ -5,10 +5,11 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use therapygym_core::{Profile, Speaker, Transcript, Turn, Verdict};
+use therapygym_core::{Profile, Rubric, Speaker, Taxonomy, Transcript, Turn, Verdict};
 
 /// Bump when the tables change; `open` refuses newer files and migrates older ones.
-pub const SCHEMA_REVISION: i64 = 1;
+/// Revision 2: `judge_sets.definitions` (the rubric and taxonomy a set was judged with).
+pub const SCHEMA_REVISION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -101,6 +102,26 @@ pub struct JudgeSet {
     pub hash: String,
     pub identity: Value,
     pub created_at: String,
+    /// `{"rubric": …, "taxonomy": …}`: the full definitions the set was judged with, so a run
+    /// re-judged under another rubric stays readable without the files. `None` for sets written
+    /// before store revision 2.
+    pub definitions: Option<Value>,
+}
+
+impl JudgeSet {
+    /// The rubric this set was judged with (`None` for sets from before store revision 2).
+    pub fn rubric(&self) -> Option<Rubric> {
+        self.definitions
+            .as_ref()
+            .and_then(|d| serde_json::from_value(d.get("rubric")?.clone()).ok())
+    }
+
+    /// The safety taxonomy this set was judged with (`None` for sets from before revision 2).
+    pub fn taxonomy(&self) -> Option<Taxonomy> {
+        self.definitions
+            .as_ref()
+            .and_then(|d| serde_json::from_value(d.get("taxonomy")?.clone()).ok())
+    }
 }
 
 pub struct RunStore {
@@ -131,7 +152,7 @@ CREATE TABLE IF NOT EXISTS messages (
   session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, idx INTEGER NOT NULL,
   speaker TEXT NOT NULL, text TEXT NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER,
   latency_ms INTEGER, finish_reason TEXT, PRIMARY KEY (session_id, idx));
-CREATE TABLE IF NOT EXISTS judge_sets (hash TEXT PRIMARY KEY, identity TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS judge_sets (hash TEXT PRIMARY KEY, identity TEXT NOT NULL, created_at TEXT NOT NULL, definitions TEXT);
 CREATE TABLE IF NOT EXISTS judgments (
   session_id TEXT NOT NULL REFERENCES sessions(id), judge_hash TEXT NOT NULL REFERENCES judge_sets(hash),
   status TEXT NOT NULL, reason TEXT, verdict TEXT NOT NULL, record TEXT NOT NULL, attempts INTEGER NOT NULL,
@@ -243,7 +264,11 @@ impl RunStore {
             .optional()
         })?;
         match rev.and_then(|r| r.parse::<i64>().ok()) {
-            Some(r) if r <= SCHEMA_REVISION => Ok(store),
+            Some(r) if r < SCHEMA_REVISION => {
+                store.migrate(r)?;
+                Ok(store)
+            }
+            Some(SCHEMA_REVISION) => Ok(store),
             Some(r) => Err(StoreError::Invalid {
                 path: dir.into(),
                 message: format!(
@@ -255,6 +280,21 @@ impl RunStore {
                 message: "no schema revision".into(),
             }),
         }
+    }
+
+    /// Brings a store of an older revision up to this one, in one transaction.
+    fn migrate(&self, from: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            if from < 2 {
+                tx.execute_batch("ALTER TABLE judge_sets ADD COLUMN definitions TEXT")?;
+            }
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_revision'",
+                params![SCHEMA_REVISION.to_string()],
+            )?;
+            tx.commit()
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -484,29 +524,41 @@ impl RunStore {
             .collect())
     }
 
-    pub fn ensure_judge_set(&self, hash: &str, identity: &Value) -> Result<(), StoreError> {
+    /// Registers a judgment set (idempotent) with its identity and the rubric and taxonomy it
+    /// judges with; a set registered before store revision 2 gains its definitions here.
+    pub fn ensure_judge_set(
+        &self,
+        hash: &str,
+        identity: &Value,
+        rubric: &Rubric,
+        taxonomy: &Taxonomy,
+    ) -> Result<(), StoreError> {
+        let definitions = serde_json::json!({"rubric": rubric, "taxonomy": taxonomy}).to_string();
         self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO judge_sets (hash, identity, created_at) VALUES (?1, ?2, ?3)",
-                params![hash, identity.to_string(), timestamp()],
+                "INSERT INTO judge_sets (hash, identity, created_at, definitions) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (hash) DO UPDATE SET definitions = excluded.definitions WHERE definitions IS NULL",
+                params![hash, identity.to_string(), timestamp(), definitions],
             )
             .map(|_| ())
         })
     }
 
     pub fn judge_sets(&self) -> Result<Vec<JudgeSet>, StoreError> {
-        let rows: Vec<(String, String, String)> = self.with(|c| {
-            let mut st =
-                c.prepare("SELECT hash, identity, created_at FROM judge_sets ORDER BY rowid")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows: Vec<(String, String, String, Option<String>)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT hash, identity, created_at, definitions FROM judge_sets ORDER BY rowid",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         Ok(rows
             .into_iter()
-            .map(|(hash, identity, created_at)| JudgeSet {
+            .map(|(hash, identity, created_at, definitions)| JudgeSet {
                 hash,
                 identity: serde_json::from_str(&identity).unwrap_or(Value::Null),
                 created_at,
+                definitions: definitions.and_then(|d| serde_json::from_str(&d).ok()),
             })
             .collect())
     }
@@ -608,6 +660,53 @@ mod tests {
     use serde_json::json;
     use therapygym_core::{Judgment, UnscoredReason};
 
+    fn defs() -> (Rubric, Taxonomy) {
+        (
+            therapygym_core::builtin::rubric().unwrap(),
+            therapygym_core::builtin::taxonomy().unwrap(),
+        )
+    }
+
+    #[test]
+    fn judge_sets_keep_their_rubric_and_taxonomy() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RunStore::create(d.path(), &json!({}), "h").unwrap();
+        let (rubric, taxonomy) = defs();
+        s.ensure_judge_set("j", &json!({"m": 1}), &rubric, &taxonomy)
+            .unwrap();
+        let sets = s.judge_sets().unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].rubric().unwrap(), rubric);
+        assert_eq!(sets[0].taxonomy().unwrap(), taxonomy);
+    }
+
+    #[test]
+    fn a_revision_1_store_is_migrated_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("run.sqlite");
+        let c = Connection::open(&db).unwrap();
+        // The revision-1 tables as they were shipped (judge_sets without `definitions`).
+        c.execute_batch(&SCHEMA.replace(", definitions TEXT);", ");"))
+            .unwrap();
+        c.execute_batch(
+            "INSERT INTO meta VALUES ('schema_revision', '1');
+             INSERT INTO manifest VALUES (1, '{}', 'h', 't');
+             INSERT INTO judge_sets VALUES ('old', '{}', 't');",
+        )
+        .unwrap();
+        drop(c);
+        let s = RunStore::open(d.path()).unwrap();
+        let sets = s.judge_sets().unwrap();
+        assert_eq!(sets[0].definitions, None);
+        let (rubric, taxonomy) = defs();
+        s.ensure_judge_set("old", &json!({}), &rubric, &taxonomy)
+            .unwrap();
+        assert_eq!(s.judge_sets().unwrap()[0].rubric().unwrap(), rubric);
+        drop(s);
+        // Opening again is a no-op: the revision is current.
+        RunStore::open(d.path()).unwrap();
+    }
+
     fn session(id: &str, status: SessionStatus) -> SessionRecord {
         SessionRecord {
             id: id.into(),
@@ -701,7 +800,9 @@ mod tests {
             s.session_statuses().unwrap()["p#0"],
             SessionStatus::Completed
         );
-        s.ensure_judge_set("j1", &json!({"model": "x"})).unwrap();
+        let (rubric, taxonomy) = defs();
+        s.ensure_judge_set("j1", &json!({"model": "x"}), &rubric, &taxonomy)
+            .unwrap();
         let row = JudgmentRow {
             session_id: "p#0".into(),
             judge_hash: "j1".into(),
@@ -732,7 +833,8 @@ mod tests {
             judge_hash: "j2".into(),
             ..row
         };
-        s.ensure_judge_set("j2", &json!({})).unwrap();
+        s.ensure_judge_set("j2", &json!({}), &rubric, &taxonomy)
+            .unwrap();
         s.insert_judgment(&scored).unwrap();
         assert_eq!(s.judgments("j2").unwrap()["p#0"].reward, Some(0.5));
         assert_eq!(s.latest_judge_hash().unwrap().as_deref(), Some("j2"));

@@ -405,7 +405,12 @@ async fn open_ctx(
     let runner = assets.session_runner(therapist, patient, config.run.session.clone())?;
     let judge = assets.judge(judge_model, config.run.judge_config.clone())?;
     let judge_hash = judge.hash();
-    store.ensure_judge_set(&judge_hash, &judge.identity())?;
+    store.ensure_judge_set(
+        &judge_hash,
+        &judge.identity(),
+        judge.rubric(),
+        judge.taxonomy(),
+    )?;
     let attempt = store.attempts()?;
     let stored_rewards = store
         .judgments(&judge_hash)?
