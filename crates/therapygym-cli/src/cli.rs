@@ -38,6 +38,14 @@ pub enum Command {
     Validate(Box<ValidateArgs>),
     /// GRPO-train a local therapist (GGUF) with the judge's reward; checkpoints, resume, GGUF export.
     Train(Box<TrainArgs>),
+    /// One self-contained HTML report of one or more runs: per-item CIs, safety, reward, tokens,
+    /// and each run compared with the first (paired when they share sessions, Holm-corrected).
+    Report(ReportArgs),
+    /// Rank therapist runs by normalised CTRS and any-violation rate, in statistical tiers.
+    Leaderboard(LeaderboardArgs),
+    /// Browse a run's sessions beside their scores, rationales and safety evidence (read-only web
+    /// app on loopback), or `--export DIR` the same viewer as static files.
+    View(ViewArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -413,6 +421,10 @@ pub struct ValidateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the agreement tables and per-item judge-vs-consensus scatters (with the
+    /// calibration curve under --fit-calibration) as one self-contained HTML file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -510,4 +522,64 @@ pub struct TrainArgs {
     /// Print the final step record as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Bootstrap settings shared by `report` and `leaderboard`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BootstrapArgs {
+    /// Bootstrap resamples per 95% interval.
+    #[arg(long, value_name = "B", default_value_t = 2000)]
+    pub bootstrap: usize,
+    /// Bootstrap seed (same seed, same intervals).
+    #[arg(long, value_name = "S", default_value_t = 20_240_601)]
+    pub seed: u64,
+    /// The judgment set of every run (hash or unique prefix). Default: each run's most recent.
+    #[arg(long, value_name = "HASH")]
+    pub judge_hash: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Run directories; the first is the baseline every other run is compared with.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// The HTML file to write (with --json: the JSON file; default stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write the report's numbers as JSON instead of HTML, for CI gates.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LeaderboardArgs {
+    /// Run directories, one per therapist model (same profiles and seeds for paired tests).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// Output file; its extension picks the format: `.html`, `.md` or `.json`.
+    /// Default: Markdown on stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ViewArgs {
+    /// The run directory to browse.
+    #[arg(value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Address to serve on; anything but loopback needs --allow-remote. Port 0 picks a free
+    /// one. The address is printed as `viewer on http://HOST:PORT/`.
+    #[arg(long, default_value = "127.0.0.1:8710")]
+    pub addr: String,
+    /// Serve on a non-loopback address (the viewer has no authentication: anyone who can reach
+    /// it reads every transcript).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Write the viewer as static files into this new directory instead of serving it.
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
 }

@@ -7,12 +7,15 @@ mod eval;
 mod export;
 mod import;
 mod judge;
+mod leaderboard;
 mod models;
+mod report;
 mod run_args;
 mod serve;
 mod synth;
 mod train;
 mod validate;
+mod view;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -26,5 +29,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(*a).await,
         Command::Validate(a) => validate::run(*a),
         Command::Train(a) => train::run(*a).await,
+        Command::Report(a) => report::run(a),
+        Command::Leaderboard(a) => leaderboard::run(a),
+        Command::View(a) => view::run(a).await,
     }
 }

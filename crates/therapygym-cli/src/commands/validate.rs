@@ -30,8 +30,21 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     let report = validate(&ds, &resampling)?;
 
     let mut calibration = None;
+    let mut curves = None;
     if let Some(out) = &a.fit_calibration {
         let fit = fit_calibration(&ds)?;
+        curves = Some(
+            fit.calibration
+                .items
+                .iter()
+                .map(|(id, m)| {
+                    (
+                        id.clone(),
+                        m.x.iter().copied().zip(m.y.iter().copied()).collect(),
+                    )
+                })
+                .collect::<therapygym_report::Curves>(),
+        );
         for s in &fit.skipped {
             ui::warn(&format!(
                 "calibration: `{}` keeps raw scores: {}",
@@ -64,6 +77,15 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
         }));
     }
 
+    if let Some(path) = &a.html {
+        let html = therapygym_report::validation_html(&report, &ds, curves.as_ref())?;
+        therapygym_store::fs::atomic_write(path, html.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        ui::info(&format!(
+            "wrote the validation pictures to {}",
+            path.display()
+        ));
+    }
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         if let (Some(c), Some(obj)) = (calibration, v.as_object_mut()) {
