@@ -6,7 +6,8 @@ export THERAPYGYM_HOME
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Debian packages the build needs (llama.cpp: cmake; bindgen: libclang). Installs only what is missing.
+# Debian packages the build and tests need (llama.cpp: cmake; bindgen: libclang; the browser test:
+# chromium, chromium-driver). Installs only what is missing.
 ensure_apt_packages() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -14,8 +15,11 @@ ensure_apt_packages() {
   if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
     missing+=(libclang-dev)
   fi
+  # Headless Chromium and its WebDriver for the browser test of the report and the viewer.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if [ ${#missing[@]} -eq 0 ]; then
-    log "system packages: present (cmake, clang, libclang)"
+    log "system packages: present (cmake, clang, libclang, chromium, chromium-driver)"
     return
   fi
   log "installing Debian packages: ${missing[*]}"
