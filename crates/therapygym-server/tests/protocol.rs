@@ -948,7 +948,9 @@ async fn rollouts_resend_the_exact_append_only_history() {
     let policy = FakeServer::start(Behavior::Reply(Some(raw.into())))
         .await
         .unwrap();
-    let svc = start(config(ECHO, ECHO), true).await;
+    let mut cfg = config(ECHO, ECHO);
+    cfg.policy_url_allow = vec![policy.base_url.clone()];
+    let svc = start(cfg, true).await;
     let (p, _) = profiles();
     let r = svc
         .post("/v1/rollouts", json!({
