@@ -676,6 +676,8 @@ mod tests {
                 attempts: 1,
                 raw: Some("x".repeat(raw_bytes)),
                 latency_ms: 1,
+                prompt_tokens: 0,
+                completion_tokens: 0,
             }],
             spread: BTreeMap::new(),
             flag_agreement: BTreeMap::new(),
