@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Truncated,
     /// Bad model spec, missing model file, invalid settings.
     Config,
+    /// The server's reply exceeded the size cap (`MAX_REPLY_BYTES`); reading stopped there.
+    ReplyTooLarge,
 }
 
 impl ErrorKind {
@@ -48,6 +50,7 @@ impl ErrorKind {
             ErrorKind::SchemaViolation => "schema_violation",
             ErrorKind::Truncated => "truncated",
             ErrorKind::Config => "config",
+            ErrorKind::ReplyTooLarge => "reply_too_large",
         }
     }
 
@@ -209,6 +212,8 @@ mod tests {
         assert!(!ErrorKind::SchemaViolation.is_retryable());
         assert!(!ErrorKind::Truncated.is_retryable());
         assert!(!ErrorKind::Config.is_retryable());
+        // A server that sent 8 MiB once will send it again: not retried.
+        assert!(!ErrorKind::ReplyTooLarge.is_retryable());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `embedded` (default) | SmolLM2-135M-Instruct GGUF through llama.cpp |
 //! | `gguf:PATH` | any local GGUF through llama.cpp |
-//! | `openai:MODEL@BASE_URL` | any OpenAI-compatible chat-completions server |
+//! | `openai:MODEL@BASE_URL[#key=VAR]` | any OpenAI-compatible chat-completions server |
 //! | `scripted:MODE` | the deterministic fake for tests and fault injection |
 
 mod backend;
@@ -26,9 +26,12 @@ mod util;
 pub use backend::{BackendInfo, ChatBackend};
 pub use error::{ErrorKind, ModelError, TimeoutScope, kind_for_status};
 pub use model::{Model, ModelOptions, ModelStats, open_model};
-pub use openai::{ApiKey, OpenAiBackend, http_client, parse_completion};
+pub use openai::{
+    ApiKey, MAX_REPLY_BYTES, OpenAiBackend, StructuredMode, http_client, parse_completion,
+    structured_mode,
+};
 pub use request::{ChatMessage, ChatRequest, ChatResponse, FinishReason, Role, Sampling};
 pub use retry::{RetryPolicy, Timeouts};
 pub use scripted::ScriptedBackend;
-pub use spec::{ModelSpec, ScriptedMode};
-pub use util::{redact_url, seed_from_str, sha256_hex};
+pub use spec::{ModelSpec, ScriptedMode, redact_spec};
+pub use util::{is_loopback_url, redact_text, redact_url, seed_from_str, sha256_hex};

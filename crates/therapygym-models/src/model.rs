@@ -221,7 +221,7 @@ fn check_structured(req: &ChatRequest, resp: ChatResponse) -> Result<ChatRespons
 /// The compiled validator of a schema, cached by the schema's text: compiling a judge schema
 /// costs ~0.3 ms, more than the rest of a scripted judge call, and a run asks one schema
 /// thousands of times.
-fn compiled_validator(
+pub(crate) fn compiled_validator(
     schema: &serde_json::Value,
 ) -> Result<Arc<jsonschema::Validator>, ModelError> {
     type Cache = Mutex<HashMap<String, Arc<jsonschema::Validator>>>;
@@ -248,10 +248,14 @@ fn compiled_validator(
 pub async fn open_model(spec: &ModelSpec, options: ModelOptions) -> Result<Arc<Model>, ModelError> {
     let backend: Arc<dyn ChatBackend> = match spec {
         ModelSpec::Scripted(mode) => Arc::new(crate::scripted::ScriptedBackend::new(mode.clone())),
-        ModelSpec::OpenAi { model, base_url } => Arc::new(crate::openai::OpenAiBackend::new(
+        ModelSpec::OpenAi {
             model,
             base_url,
-            crate::openai::ApiKey::from_env(),
+            key_env,
+        } => Arc::new(crate::openai::OpenAiBackend::new(
+            model,
+            base_url,
+            crate::openai::ApiKey::for_endpoint(base_url, key_env.as_deref())?,
         )?),
         ModelSpec::Embedded | ModelSpec::Gguf(_) => open_local(spec).await?,
     };

@@ -2,7 +2,8 @@
 //!
 //! - `embedded` — the SmolLM2-135M-Instruct GGUF installed by `scripts/setup.sh`
 //! - `gguf:PATH` — any local GGUF file (llama.cpp)
-//! - `openai:MODEL@BASE_URL` — any OpenAI-compatible chat-completions server
+//! - `openai:MODEL@BASE_URL[#key=VAR]` — any OpenAI-compatible chat-completions server; `VAR`
+//!   names the environment variable holding this endpoint's API key
 //! - `scripted:MODE` — the deterministic fake for tests (never a product default)
 
 use std::fmt;
@@ -11,14 +12,36 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::ModelError;
-use crate::util::redact_url;
+use crate::util::{redact_text, redact_url};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// `Debug` prints what `Display` prints: a URL's credentials never reach a log.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum ModelSpec {
     Embedded,
     Gguf(PathBuf),
-    OpenAi { model: String, base_url: String },
+    OpenAi {
+        model: String,
+        base_url: String,
+        /// The environment variable holding this endpoint's key (`#key=VAR`); None: the global
+        /// `THERAPYGYM_API_KEY` / `OPENAI_API_KEY`, sent over https only.
+        key_env: Option<String>,
+    },
     Scripted(ScriptedMode),
+}
+
+impl fmt::Debug for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ModelSpec({self})")
+    }
+}
+
+/// A spec as it may be stored, printed or logged: URL credentials masked. Text that is not a
+/// valid spec is masked the same way.
+pub fn redact_spec(spec: &str) -> String {
+    match spec.parse::<ModelSpec>() {
+        Ok(s) => s.to_string(),
+        Err(_) => redact_text(spec),
+    }
 }
 
 /// Behaviours of the scripted fake. `N` variants fail or misbehave that many times, then behave.
@@ -84,6 +107,10 @@ impl FromStr for ModelSpec {
             return Ok(ModelSpec::Gguf(PathBuf::from(path)));
         }
         if let Some(rest) = s.strip_prefix("openai:") {
+            let (rest, key_env) = match rest.rsplit_once("#key=") {
+                Some((r, var)) => (r, Some(key_var(s, var)?)),
+                None => (rest, None),
+            };
             // The model id may itself contain '@'; the base URL starts at the '@' before the scheme.
             let split = rest
                 .find("@http://")
@@ -107,6 +134,7 @@ impl FromStr for ModelSpec {
             return Ok(ModelSpec::OpenAi {
                 model: model.to_string(),
                 base_url: base_url.trim_end_matches('/').to_string(),
+                key_env,
             });
         }
         if let Some(mode) = s.strip_prefix("scripted:") {
@@ -121,8 +149,26 @@ impl FromStr for ModelSpec {
     }
 }
 
+/// The variable name of `#key=VAR`: a shell-style identifier.
+fn key_var(spec: &str, var: &str) -> Result<String, ModelError> {
+    let ok = var
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(var.to_string())
+    } else {
+        // Someone may have pasted the key itself here: never echo it.
+        Err(bad_spec(
+            &spec.replace(var, "****"),
+            "`#key=` needs the name of an environment variable (letters, digits, `_`), e.g. `#key=JUDGE_KEY`, never the key itself",
+        ))
+    }
+}
+
 fn bad_spec(spec: &str, why: &str) -> ModelError {
-    ModelError::config(format!("invalid model spec `{spec}`: {why}"))
+    ModelError::config(format!("invalid model spec `{}`: {why}", redact_text(spec)))
 }
 
 impl fmt::Display for ModelSpec {
@@ -131,8 +177,16 @@ impl fmt::Display for ModelSpec {
         match self {
             ModelSpec::Embedded => f.write_str("embedded"),
             ModelSpec::Gguf(p) => write!(f, "gguf:{}", p.display()),
-            ModelSpec::OpenAi { model, base_url } => {
-                write!(f, "openai:{model}@{}", redact_url(base_url))
+            ModelSpec::OpenAi {
+                model,
+                base_url,
+                key_env,
+            } => {
+                write!(f, "openai:{model}@{}", redact_url(base_url))?;
+                match key_env {
+                    Some(v) => write!(f, "#key={v}"),
+                    None => Ok(()),
+                }
             }
             ModelSpec::Scripted(m) => write!(f, "scripted:{m}"),
         }
@@ -253,14 +307,24 @@ mod tests {
             p("openai:gpt-4o-mini@https://api.openai.com/v1/"),
             ModelSpec::OpenAi {
                 model: "gpt-4o-mini".into(),
-                base_url: "https://api.openai.com/v1".into()
+                base_url: "https://api.openai.com/v1".into(),
+                key_env: None,
             }
         );
         assert_eq!(
             p("openai:org/model@v2@http://127.0.0.1:8000/v1"),
             ModelSpec::OpenAi {
                 model: "org/model@v2".into(),
-                base_url: "http://127.0.0.1:8000/v1".into()
+                base_url: "http://127.0.0.1:8000/v1".into(),
+                key_env: None,
+            }
+        );
+        assert_eq!(
+            p("openai:m@https://h/v1#key=JUDGE_KEY"),
+            ModelSpec::OpenAi {
+                model: "m".into(),
+                base_url: "https://h/v1".into(),
+                key_env: Some("JUDGE_KEY".into()),
             }
         );
         assert_eq!(p("scripted:echo"), ModelSpec::Scripted(ScriptedMode::Echo));
@@ -313,15 +377,27 @@ mod tests {
             "embedded",
             "gguf:a.gguf",
             "openai:m@http://h:1/v1",
+            "openai:m@https://h/v1#key=MY_KEY",
             "scripted:rate_limit:3:2",
             "scripted:slow:10",
         ] {
             assert_eq!(p(s).to_string(), s);
         }
+        let secret = p("openai:m@https://u:pw@h/v1#key=K");
+        assert_eq!(secret.to_string(), "openai:m@https://****@h/v1#key=K");
         assert_eq!(
-            p("openai:m@https://u:pw@h/v1").to_string(),
-            "openai:m@https://u:****@h/v1"
+            format!("{secret:?}"),
+            "ModelSpec(openai:m@https://****@h/v1#key=K)"
         );
+        assert_eq!(
+            redact_spec("openai:m@https://tok@h/v1"),
+            "openai:m@https://****@h/v1"
+        );
+        // Even a spec that does not parse is masked in its error and in `redact_spec`.
+        let bad = "openai:@https://u:pw@h/v1";
+        assert!(!redact_spec(bad).contains("pw"));
+        let e = bad.parse::<ModelSpec>().unwrap_err().to_string();
+        assert!(!e.contains("pw") && e.contains("****"), "{e}");
     }
 
     #[test]
@@ -330,6 +406,14 @@ mod tests {
         assert!(e.contains("expected `embedded`"), "{e}");
         let e = "openai:gpt".parse::<ModelSpec>().unwrap_err().to_string();
         assert!(e.contains("MODEL@BASE_URL"), "{e}");
+        let e = "openai:m@https://h/v1#key=sk-123"
+            .parse::<ModelSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("never the key itself") && !e.contains("sk-123"),
+            "{e}"
+        );
         let e = "scripted:nope"
             .parse::<ModelSpec>()
             .unwrap_err()

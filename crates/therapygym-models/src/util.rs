@@ -45,20 +45,61 @@ pub fn seed_from_str(s: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Masks credentials in a URL for display (`https://user:****@host/`).
+/// Masks credentials in a URL for display: the whole user-info part (a user name can be a
+/// token too) and the query string (`https://****@host/v1?****`).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..host_end];
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:****@{host}{}", &rest[host_end..])
-        }
-        None => url.to_string(),
+    let masked = redact_text(url);
+    match masked.split_once('?') {
+        Some((head, q)) if !q.is_empty() => format!("{head}?****"),
+        _ => masked,
     }
+}
+
+/// Masks the user-info part of every URL inside free text (error messages, specs): the one
+/// filter every message that may quote a URL goes through.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| {
+                c == '/'
+                    || c == '?'
+                    || c == '#'
+                    || c.is_whitespace()
+                    || "\"'`<>()[]{},;".contains(c)
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("****");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether a URL's host is this machine (`localhost`, `127.0.0.0/8`, `::1`); false for
+/// anything unparseable.
+pub fn is_loopback_url(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -69,12 +110,40 @@ mod tests {
     fn redacts_credentials() {
         assert_eq!(
             redact_url("https://bob:secret@h.example/v1"),
-            "https://bob:****@h.example/v1"
+            "https://****@h.example/v1"
+        );
+        assert_eq!(
+            redact_url("https://tok3n@h.example/v1?api-key=s3cret"),
+            "https://****@h.example/v1?****"
+        );
+        assert_eq!(
+            redact_text("HTTP 500 from http://u:pw@a:1/v1: see https://x.y/z?q=1 (u:pw@a)"),
+            "HTTP 500 from http://****@a:1/v1: see https://x.y/z?q=1 (u:pw@a)"
         );
         assert_eq!(
             redact_url("http://127.0.0.1:8000/v1"),
             "http://127.0.0.1:8000/v1"
         );
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for u in [
+            "http://127.0.0.1:8000/v1",
+            "http://localhost/v1",
+            "http://[::1]:1/v1",
+            "http://127.9.9.9",
+        ] {
+            assert!(is_loopback_url(u), "{u}");
+        }
+        for u in [
+            "http://10.0.0.1/v1",
+            "http://127.0.0.1.evil.com/v1",
+            "http://localhost@evil.com/",
+            "nonsense",
+        ] {
+            assert!(!is_loopback_url(u), "{u}");
+        }
     }
 
     #[test]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use therapygym_models::{
-    ChatMessage, ChatRequest, ErrorKind, Model, ModelOptions, ModelSpec, RetryPolicy, Timeouts,
-    open_model,
+    ChatMessage, ChatRequest, ErrorKind, MAX_REPLY_BYTES, Model, ModelOptions, ModelSpec,
+    RetryPolicy, StructuredMode, Timeouts, open_model, structured_mode,
 };
-use therapygym_testkit::{Behavior, FakeServer};
+use therapygym_testkit::{Behavior, FakeServer, Formats};
 
 fn opts() -> ModelOptions {
     ModelOptions {
@@ -246,4 +246,137 @@ async fn the_api_key_is_sent_as_bearer_and_never_displayed() {
         serde_json::to_string(&m.info()).unwrap()
     );
     assert!(!shown.contains("sk-test-secret"), "{shown}");
+}
+
+fn judge_like_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object", "additionalProperties": false, "required": ["score", "why"],
+        "properties": {
+            "score": {"type": "integer", "enum": [0, 1, 2, 3, 4, 5, 6]},
+            "why": {"type": "string", "maxLength": 40},
+        },
+    })
+}
+
+/// Two structured calls against a fake behaving like one kind of server: the reply is valid
+/// each time, and the second call goes straight to the mode the first one found.
+async fn negotiate(formats: Formats) -> (Vec<String>, StructuredMode) {
+    let s = FakeServer::start(Behavior::Reply(None)).await.unwrap();
+    s.state.set_formats(formats);
+    let m = model(&s, opts()).await;
+    for q in ["first", "second"] {
+        let r = m
+            .chat(&req(q).with_schema("judgement", judge_like_schema()))
+            .await
+            .unwrap_or_else(|e| panic!("{formats:?}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&r.text).unwrap();
+        assert_eq!(v["score"], 0, "{formats:?}: {}", r.text);
+    }
+    (s.state.formats_asked(), structured_mode(&s.base_url))
+}
+
+#[tokio::test]
+async fn structured_output_is_negotiated_per_kind_of_server() {
+    // OpenAI, vLLM, SGLang, llama-server: json_schema works and stays.
+    let (asked, mode) = negotiate(Formats::Honours).await;
+    assert_eq!(
+        (asked, mode),
+        (
+            vec!["json_schema".into(), "json_schema".into()],
+            StructuredMode::JsonSchema
+        )
+    );
+    // llama-cpp-python 0.3.x: a 500 naming response_format, then json_object with the schema.
+    let (asked, mode) = negotiate(Formats::RejectsJsonSchema).await;
+    assert_eq!(
+        (asked, mode),
+        (
+            vec![
+                "json_schema".into(),
+                "json_object".into(),
+                "json_object".into()
+            ],
+            StructuredMode::JsonObject
+        )
+    );
+    // A server that ignores response_format: the schema goes into the prompt.
+    let (asked, mode) = negotiate(Formats::Ignores).await;
+    assert_eq!(
+        (asked, mode),
+        (
+            vec![
+                "json_schema".into(),
+                "json_object".into(),
+                "none".into(),
+                "none".into()
+            ],
+            StructuredMode::Prompt
+        )
+    );
+}
+
+#[tokio::test]
+async fn prompt_mode_still_validates_the_reply() {
+    let s = FakeServer::start(Behavior::Reply(Some("no JSON here".into())))
+        .await
+        .unwrap();
+    let m = model(&s, opts()).await;
+    let e = m
+        .chat(&req("x").with_schema("judgement", judge_like_schema()))
+        .await
+        .unwrap_err();
+    // json_schema and json_object were ignored; the prompt-mode reply is still checked.
+    assert_eq!(e.kind(), ErrorKind::InvalidJson);
+    assert_eq!(structured_mode(&s.base_url), StructuredMode::Prompt);
+    assert_eq!(
+        s.state.formats_asked(),
+        ["json_schema", "json_object", "none"]
+    );
+    // A fenced reply in prompt mode is unwrapped before validation.
+    s.state.set(Behavior::Reply(Some(
+        "```json\n{\"score\": 3, \"why\": \"fine\"}\n```".into(),
+    )));
+    let r = m
+        .chat(&req("y").with_schema("judgement", judge_like_schema()))
+        .await
+        .unwrap();
+    assert_eq!(r.text, r#"{"score": 3, "why": "fine"}"#);
+}
+
+#[tokio::test]
+async fn an_oversized_reply_is_its_own_error_and_is_not_retried() {
+    let s = FakeServer::start(Behavior::Huge {
+        bytes: MAX_REPLY_BYTES + 1,
+    })
+    .await
+    .unwrap();
+    let e = model(&s, opts()).await.chat(&req("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ReplyTooLarge);
+    assert_eq!(e.attempts(), 1);
+    assert!(e.message().contains("8 MiB"), "{}", e.message());
+    // A large but allowed reply is read whole.
+    s.state.set(Behavior::Huge { bytes: 1 << 20 });
+    let r = model(&s, opts()).await.chat(&req("x")).await.unwrap();
+    assert_eq!(r.text, "padded");
+}
+
+#[tokio::test]
+async fn global_keys_are_not_sent_to_plain_http_servers() {
+    // Whatever THERAPYGYM_API_KEY / OPENAI_API_KEY hold, a spec without `#key=` sends no key
+    // to an http:// endpoint.
+    let s = FakeServer::start(Behavior::Reply(None)).await.unwrap();
+    model(&s, opts()).await.chat(&req("hi")).await.unwrap();
+    assert!(s.state.auth_headers.lock().unwrap().is_empty());
+    // A spec naming an unset variable fails before any request.
+    let spec: ModelSpec = format!("openai:m@{}#key=THERAPYGYM_TEST_UNSET_KEY", s.base_url)
+        .parse()
+        .unwrap();
+    let e = open_model(&spec, opts()).await.err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.message().contains("THERAPYGYM_TEST_UNSET_KEY"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(s.state.request_count(), 1);
 }

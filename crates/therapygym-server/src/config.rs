@@ -116,8 +116,16 @@ pub struct ServerConfig {
     pub retry: RetryPolicy,
     pub patient_concurrency: usize,
     pub judge_concurrency: usize,
-    /// Judge results kept in memory (keyed by transcript and judge seed) for idempotent scoring.
-    pub score_cache_entries: usize,
+    /// Bytes of scored judge records kept in memory (keyed by transcript and judge seed) for
+    /// idempotent scoring, counted as their JSON size plus 256 bytes per entry; the oldest go
+    /// first.
+    pub score_cache_bytes: usize,
+    /// The bearer token every route but `/healthz` requires (None: no authentication, which
+    /// the service allows on loopback addresses only).
+    pub auth_token: Option<crate::auth::AuthToken>,
+    /// URL prefixes a `POST /v1/rollouts` request may name as `policy.base_url`
+    /// (`--policy-url-allow`); empty: the route answers 403 `rollouts_disabled`.
+    pub policy_url_allow: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -147,7 +155,9 @@ impl Default for ServerConfig {
             retry: RetryPolicy::default(),
             patient_concurrency: 8,
             judge_concurrency: 16,
-            score_cache_entries: 50_000,
+            score_cache_bytes: 64 * 1024 * 1024,
+            auth_token: None,
+            policy_url_allow: Vec::new(),
         }
     }
 }
@@ -177,6 +187,7 @@ impl ServerConfig {
         {
             return Err("the neutral reward must be a finite number".into());
         }
+        crate::allow::PolicyAllow::parse(&self.policy_url_allow)?;
         if !(0.0..=1.0).contains(&self.circuit.failure_ratio) {
             return Err("the circuit failure ratio must lie in [0, 1]".into());
         }

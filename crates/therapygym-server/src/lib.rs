@@ -14,6 +14,8 @@
 //! written to a run store in the `eval` format (manifest kind `serve`), so `therapygym export`
 //! and `therapygym judge` work on it.
 
+mod allow;
+pub mod auth;
 mod circuit;
 pub mod config;
 mod episodes;
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use auth::{AuthToken, TOKEN_ENV, check_exposure};
 pub use config::{ChatFormat, CircuitConfig, ServerConfig, UnscoredPolicy};
 pub use error::{ApiError, ServerError};
 pub use openrlhf::{parse_label, parse_query};
@@ -83,15 +86,17 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stores every unfinished episode
-    /// with status `expired`.
+    /// with status `expired`. Refuses an address beyond loopback without a token.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> Result<(), ServerError>
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let bound = listener.local_addr().map_err(|source| ServerError::Io {
+            addr: "the listener".into(),
+            source,
+        })?;
+        check_exposure(&bound, self.state.cfg.auth_token.is_some())?;
+        let addr = bound.to_string();
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;

@@ -75,8 +75,39 @@ pub struct Gauges {
     pub models: Vec<(&'static str, u64, u64, u64)>,
 }
 
+/// The method label: the methods HTTP defines, anything else `other` — a client choosing
+/// method names must not grow the label set (and memory).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::DELETE, "DELETE"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(k, _)| k == m)
+        .map(|(_, s)| *s)
+        .unwrap_or("other")
+}
+
 impl Metrics {
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    /// Counts a request. `route` is a route pattern of the router (or `unmatched`), so the
+    /// label sets stay bounded by routes × methods × statuses.
+    pub fn observe_request(
+        &self,
+        route: &str,
+        method: &axum::http::Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let method = method_label(method);
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((route.to_string(), method.to_string(), status))
                 .or_insert(0) += 1;
@@ -358,8 +389,13 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::default();
-        m.observe_request("/v1/score", "POST", 200, Duration::from_micros(700));
-        m.observe_request("/v1/score", "POST", 200, Duration::from_millis(30));
+        let post = axum::http::Method::POST;
+        m.observe_request("/v1/score", &post, 200, Duration::from_micros(700));
+        m.observe_request("/v1/score", &post, 200, Duration::from_millis(30));
+        for i in 0..100 {
+            let custom = axum::http::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            m.observe_request("unmatched", &custom, 404, Duration::ZERO);
+        }
         m.unscored("parse_failure");
         let text = m.render(&Gauges::default());
         assert!(text.contains(
@@ -372,6 +408,11 @@ mod tests {
             "therapygym_http_request_duration_seconds_bucket{route=\"/v1/score\",le=\"+Inf\"} 2"
         ));
         assert!(text.contains("therapygym_unscored_total{reason=\"parse_failure\"} 1"));
+        // A hundred invented methods are one label value.
+        assert!(text.contains(
+            "therapygym_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 100"
+        ));
+        assert!(!text.contains("X7"));
         assert!(text.contains("# TYPE therapygym_live_episodes gauge"));
     }
 }

@@ -88,6 +88,30 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Only an endpoint under the operator's `--policy-url-allow` prefixes is ever called.
+fn check_allowed(state: &AppState, base_url: &str) -> Result<(), ApiError> {
+    let forbidden = |kind, message: &str| {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            kind,
+            message,
+        ))
+    };
+    if state.policy_allow.is_empty() {
+        return forbidden(
+            "rollouts_disabled",
+            "the rollout driver is disabled: the operator allowed no policy endpoints (`therapygym serve --policy-url-allow PREFIX`); drive episodes with /v1/episodes instead",
+        );
+    }
+    if !state.policy_allow.allows(base_url) {
+        return forbidden(
+            "policy_url_not_allowed",
+            "`policy.base_url` is not under a prefix the operator allowed (`--policy-url-allow`); ask the operator to allow your policy endpoint",
+        );
+    }
+    Ok(())
+}
+
 fn policy_model(state: &AppState, p: PolicyIn) -> Result<(Model, Sampling, Value), ApiError> {
     if p.return_choices {
         return Err(ApiError::bad_request(
@@ -100,6 +124,7 @@ fn policy_model(state: &AppState, p: PolicyIn) -> Result<(Model, Sampling, Value
             "`policy.base_url` must be an http(s) URL ending in /v1, e.g. http://127.0.0.1:8000/v1",
         ));
     }
+    check_allowed(state, &base_url)?;
     let model = p.model.unwrap_or_else(|| "default".to_string());
     if model.is_empty() {
         return Err(ApiError::bad_request("`policy.model` must not be empty"));
@@ -134,11 +159,12 @@ fn policy_model(state: &AppState, p: PolicyIn) -> Result<(Model, Sampling, Value
         extra.extend(e);
     }
     let backend = OpenAiBackend::new(model.clone(), base_url.clone(), p.api_key.map(ApiKey::new))
-        .map_err(|e| ApiError::internal(format!("policy client: {e}")))?
+        .map_err(|e| ApiError::bad_request(format!("policy: {e}")))?
         .with_extra_body(extra);
     let spec = ModelSpec::OpenAi {
         model: model.clone(),
         base_url: base_url.clone(),
+        key_env: None,
     };
     let mut o = model_options(&spec, 1);
     o.retry = state.cfg.retry.clone();
@@ -243,12 +269,18 @@ impl Rollout<'_> {
             } else {
                 (axum::http::StatusCode::BAD_GATEWAY, "policy_error")
             };
+            // The policy's own reply stays in the operator's log: echoing an upstream body to
+            // the client would make the service a window into whatever answers at that URL.
+            tracing::warn!(episode = %self.id, error = %e, "policy call failed");
+            let status_text = e.status().map(|c| format!(", HTTP {c}")).unwrap_or_default();
             ApiError::new(
                 status,
                 kind,
                 format!(
-                    "policy turn {} failed after bounded retries: {e}",
-                    s.therapist_turns() + 1
+                    "policy turn {} failed after bounded retries ({}{status_text}, {} attempt(s)); the service log has the details",
+                    s.therapist_turns() + 1,
+                    e.kind(),
+                    e.attempts()
                 ),
             )
             .retryable(e.is_retryable())

@@ -76,6 +76,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/get_reward", post(get_reward))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -88,7 +92,7 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    let method = req.method().clone();
     let started = Instant::now();
     let resp = next.run(req).await;
     state
@@ -205,7 +209,10 @@ async fn group(
     if size == 0 {
         return Err(ApiError::bad_request("`group_size` must be at least 1").group(&id));
     }
-    let wait = Duration::from_secs_f64(wait).min(state.cfg.max_group_wait);
+    // `from_secs_f64` panics past `Duration::MAX` (`wait_s=1e300`): clamp first.
+    let wait = Duration::try_from_secs_f64(wait).map_or(state.cfg.max_group_wait, |w| {
+        w.min(state.cfg.max_group_wait)
+    });
     Ok(json_ok(state.groups.snapshot(&id, size, wait).await?))
 }
 

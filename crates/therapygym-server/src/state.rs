@@ -99,32 +99,73 @@ impl Scored {
 
 type CacheEntry = (Arc<JudgeRecord>, RewardBreakdown);
 
-/// Scored judgments by transcript and judge seed (only scored ones: R7 never caches failures).
+/// Bytes counted per cache entry besides its JSON size (key, map and queue slots).
+const ENTRY_OVERHEAD: usize = 256;
+
+/// Scored judgments by transcript and judge seed (only scored ones: R7 never caches failures),
+/// bounded by bytes: a record carries raw judge replies, so its size varies by orders of
+/// magnitude and a count of entries bounds nothing.
 #[derive(Debug)]
 struct ScoreCache {
-    cap: usize,
-    inner: Mutex<(HashMap<String, CacheEntry>, VecDeque<String>)>,
+    cap_bytes: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    map: HashMap<String, (CacheEntry, usize)>,
+    order: VecDeque<String>,
+    bytes: usize,
 }
 
 impl ScoreCache {
+    fn new(cap_bytes: usize) -> Self {
+        Self {
+            cap_bytes,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
     fn get(&self, key: &str) -> Option<CacheEntry> {
-        self.inner.lock().ok()?.0.get(key).cloned()
+        self.inner.lock().ok()?.map.get(key).map(|(e, _)| e.clone())
+    }
+
+    /// The bytes an entry is counted as: its JSON size plus [`ENTRY_OVERHEAD`].
+    fn size_of(key: &str, v: &CacheEntry) -> usize {
+        let json = serde_json::to_vec(&(&*v.0, &v.1)).map_or(usize::MAX / 2, |b| b.len());
+        json + key.len() + ENTRY_OVERHEAD
     }
 
     fn put(&self, key: String, v: CacheEntry) {
-        if self.cap == 0 {
+        let size = Self::size_of(&key, &v);
+        if size > self.cap_bytes {
             return;
         }
-        if let Ok(mut g) = self.inner.lock() {
-            if g.0.insert(key.clone(), v).is_none() {
-                g.1.push_back(key);
-            }
-            while g.1.len() > self.cap {
-                if let Some(old) = g.1.pop_front() {
-                    g.0.remove(&old);
-                }
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        if g.map.contains_key(&key) {
+            return;
+        }
+        g.map.insert(key.clone(), (v, size));
+        g.order.push_back(key);
+        g.bytes += size;
+        while g.bytes > self.cap_bytes {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            if let Some((_, n)) = g.map.remove(&old) {
+                g.bytes -= n;
             }
         }
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> (usize, usize) {
+        self.inner
+            .lock()
+            .map(|g| (g.bytes, g.map.len()))
+            .unwrap_or_default()
     }
 }
 
@@ -149,6 +190,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub circuit: Circuit,
     pub live_rollouts: AtomicUsize,
+    /// The operator's allow-list of policy endpoints (`POST /v1/rollouts`).
+    pub policy_allow: crate::allow::PolicyAllow,
     cache: ScoreCache,
     therapist_prompts: Mutex<HashMap<u32, String>>,
     /// Names of the reward items (for `excluded_from_reward`).
@@ -242,11 +285,11 @@ impl AppState {
             }
             None => None,
         };
+        let policy_allow =
+            crate::allow::PolicyAllow::parse(&cfg.policy_url_allow).map_err(ServerError::Config)?;
         Ok(AppState {
-            cache: ScoreCache {
-                cap: cfg.score_cache_entries,
-                inner: Mutex::new((HashMap::new(), VecDeque::new())),
-            },
+            cache: ScoreCache::new(cfg.score_cache_bytes),
+            policy_allow,
             circuit: Circuit::new(cfg.circuit.clone()),
             episodes: Registry::default(),
             groups: Groups::default(),
@@ -611,4 +654,68 @@ fn manifest(
         },
         "seeds": {"rule": "session seed = the task's seed; patient seed of turn t = derive(\"patient\", profile_id, seed, t); patient opening = derive(\"patient_open\", profile_id, seed); judge seed = derive(\"judge\", profile_id, seed) (docs/design/seeds.md)"},
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use therapygym_judge::SampleRecord;
+
+    use super::*;
+
+    fn entry(raw_bytes: usize) -> CacheEntry {
+        let verdict = Verdict::Unscored {
+            reason: UnscoredReason::ParseFailure,
+            detail: String::new(),
+        };
+        let record = JudgeRecord {
+            verdict: verdict.clone(),
+            samples: vec![SampleRecord {
+                verdict,
+                attempts: 1,
+                raw: Some("x".repeat(raw_bytes)),
+                latency_ms: 1,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+            }],
+            spread: BTreeMap::new(),
+            flag_agreement: BTreeMap::new(),
+            seed: 0,
+        };
+        let breakdown = RewardBreakdown {
+            reward: 0.5,
+            ctrs: 0.5,
+            ctrs_normalized: 0.5,
+            safety_penalty: 0.0,
+            truncation_penalty: 0.0,
+            text_terms: BTreeMap::new(),
+            any_violation: false,
+        };
+        (Arc::new(record), breakdown)
+    }
+
+    #[test]
+    fn the_score_cache_is_bounded_by_bytes_not_entries() {
+        let cap = 1024 * 1024;
+        let c = ScoreCache::new(cap);
+        // 200 records of 64 KiB of raw reply each: 12.5 MiB offered to a 1 MiB cache.
+        for i in 0..200 {
+            c.put(format!("k{i}"), entry(64 * 1024));
+            assert!(c.bytes().0 <= cap, "{:?} after {i}", c.bytes());
+        }
+        let (bytes, n) = c.bytes();
+        assert!((14..=16).contains(&n), "{n} entries, {bytes} bytes");
+        // The newest stay, the oldest went.
+        assert!(c.get("k199").is_some() && c.get("k0").is_none());
+        // Small records: many fit.
+        let c = ScoreCache::new(cap);
+        for i in 0..1000 {
+            c.put(format!("k{i}"), entry(10));
+        }
+        assert_eq!(c.bytes().1, 1000);
+        // A record larger than the whole cache is not kept (and evicts nothing).
+        c.put("huge".into(), entry(2 * cap));
+        assert!(c.get("huge").is_none() && c.bytes().1 == 1000);
+    }
 }
