@@ -11,15 +11,6 @@ use common::*;
 use serde_json::Value;
 use support::*;
 
-const SCRIPTED: [&str; 6] = [
-    "--therapist",
-    "scripted:echo",
-    "--patient",
-    "scripted:echo",
-    "--judge",
-    "scripted:echo",
-];
-
 fn eval(dir: &Path, name: &str, extra: &[&str]) -> Value {
     let out = dir.join(name);
     let mut args = vec!["eval", "--json", "--out", out.to_str().unwrap()];

@@ -27,18 +27,27 @@ const TEMPLATES: [(&str, &str); 5] = [
 pub fn environment() -> Result<Environment<'static>, ReportError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    for (name, text) in TEMPLATES {
+    add_templates(&mut env, &TEMPLATES)?;
+    env.add_filter("num", num);
+    env.add_filter("pct", pct);
+    env.add_filter("signed", signed);
+    env.add_filter("thousands", thousands);
+    Ok(env)
+}
+
+/// Adds `(name, source)` templates to `env`.
+pub fn add_templates(
+    env: &mut Environment<'static>,
+    templates: &[(&'static str, &'static str)],
+) -> Result<(), ReportError> {
+    for (name, text) in templates {
         env.add_template(name, text)
             .map_err(|source| ReportError::Render {
                 what: name.to_string(),
                 source,
             })?;
     }
-    env.add_filter("num", num);
-    env.add_filter("pct", pct);
-    env.add_filter("signed", signed);
-    env.add_filter("thousands", thousands);
-    Ok(env)
+    Ok(())
 }
 
 /// `{{ x|num(2) }}`: fixed digits, `—` for none.

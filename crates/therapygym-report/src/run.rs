@@ -100,7 +100,7 @@ impl RunData {
                 .identity
                 .get("model")
                 .and_then(Value::as_str)
-                .map(scrub)
+                .map(therapygym_models::redact_spec)
                 .unwrap_or_default();
             sets.push(SetData {
                 set,
@@ -165,7 +165,7 @@ impl RunData {
         self.manifest["roles"][role]["spec"]
             .as_str()
             .or_else(|| self.manifest["config"][role].as_str())
-            .map(scrub)
+            .map(therapygym_models::redact_spec)
             .unwrap_or_else(|| "—".to_string())
     }
 }
@@ -267,54 +267,11 @@ fn enabled_labels(t: &therapygym_core::Taxonomy, set: &JudgeSet) -> Vec<LabelDef
         .collect()
 }
 
-/// Removes credentials from text that may hold a URL: `user:password@` in a URL's authority and
-/// the values of query parameters named like secrets (`key`, `token`, `secret`, `password`,
-/// `sig`). Manifests already hold redacted specs; this is the report's own guard, applied to
-/// every manifest string it shows.
+/// Masks URL credentials in text (the model layer's one filter, `redact_text`): applied to
+/// every manifest string and error the report or viewer shows, on top of the manifest's own
+/// redacted specs.
 pub fn scrub(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        out.push_str(&scrub_url(&tail[..end]));
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn scrub_url(url: &str) -> String {
-    let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
-    let (authority, path) = url.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(i) => format!("***@{}", &authority[i + 1..]),
-        None => authority.to_string(),
-    };
-    let Some(q) = path.find('?') else {
-        return format!("{authority}{path}");
-    };
-    let (before, query) = path.split_at(q + 1);
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if secret_name(k) => format!("{k}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{authority}{before}{}", query.join("&"))
-}
-
-fn secret_name(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "key", "token", "secret", "password", "passwd", "sig", "auth",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
+    therapygym_models::redact_text(text)
 }
 
 /// [`scrub`] on every string of a JSON value.
@@ -336,15 +293,11 @@ mod tests {
     #[test]
     fn credentials_are_scrubbed() {
         assert_eq!(
-            scrub("openai:m@https://bob:hunter2@api.example.com/v1?api_key=sk-1&x=2"),
-            "openai:m@https://***@api.example.com/v1?api_key=***&x=2"
-        );
-        assert_eq!(
-            scrub("openai:gpt-4o@https://api.openai.com/v1"),
-            "openai:gpt-4o@https://api.openai.com/v1"
+            scrub("openai:m@https://bob:hunter2@api.example.com/v1 failed"),
+            "openai:m@https://****@api.example.com/v1 failed"
         );
         assert_eq!(scrub("embedded"), "embedded");
-        let v = scrub_value(&serde_json::json!({"a": ["http://u:p@h/?token=t"]}));
-        assert_eq!(v["a"][0], "http://***@h/?token=***");
+        let v = scrub_value(&serde_json::json!({"a": ["http://u:p@h/x"]}));
+        assert_eq!(v["a"][0], "http://****@h/x");
     }
 }

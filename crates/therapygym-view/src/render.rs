@@ -123,13 +123,7 @@ fn set_row(set: &SetData, id: &str) -> Option<SetRow> {
 impl Pages {
     pub fn new(run: RunData) -> Result<Self, ReportError> {
         let mut env = therapygym_report::html::environment()?;
-        for (name, text) in TEMPLATES {
-            env.add_template(name, text)
-                .map_err(|source| ReportError::Render {
-                    what: name.to_string(),
-                    source,
-                })?;
-        }
+        therapygym_report::html::add_templates(&mut env, &TEMPLATES)?;
         let slugs = run
             .sessions
             .iter()
