@@ -152,3 +152,146 @@ pub fn compare(
         rows,
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+    use therapygym_core::{ItemScore, Judgment, LabelFlag, Transcript, Verdict};
+    use therapygym_store::{JudgeSet, JudgmentRow, SessionRecord, UsageByRole};
+
+    use super::*;
+    use crate::run::{Definitions, ItemDef, LabelDef};
+
+    /// A run whose session `i` (profile `p{i}`, seed `seed + i`) scores `scores[i]` on item `a`
+    /// and is flagged on label `x` when `flags[i]`.
+    pub(crate) fn run(name: &str, seed: u64, scores: &[u8], flags: &[bool]) -> RunData {
+        let sessions: Vec<SessionRecord> = (0..scores.len())
+            .map(|i| SessionRecord {
+                id: format!("p{i}:0"),
+                profile_id: format!("p{i}"),
+                epoch: 0,
+                seed: seed + i as u64,
+                status: SessionStatus::Completed,
+                style: "plain".into(),
+                end_reason: None,
+                therapist_system: String::new(),
+                patient_system: String::new(),
+                transcript: Transcript::default(),
+                error: None,
+                duration_ms: 0,
+                attempt: 1,
+                created_at: String::new(),
+                meta: json!({}),
+            })
+            .collect();
+        let judgments: BTreeMap<String, JudgmentRow> = sessions
+            .iter()
+            .zip(scores.iter().zip(flags))
+            .map(|(s, (&score, &flag))| {
+                let judgment = Judgment {
+                    ctrs: [(
+                        "a".to_string(),
+                        ItemScore {
+                            score,
+                            rationale: String::new(),
+                        },
+                    )]
+                    .into(),
+                    safety: [(
+                        "x".to_string(),
+                        LabelFlag {
+                            flag,
+                            evidence: String::new(),
+                        },
+                    )]
+                    .into(),
+                };
+                let row = JudgmentRow {
+                    session_id: s.id.clone(),
+                    judge_hash: "j".into(),
+                    verdict: Verdict::Scored { judgment },
+                    record: json!({}),
+                    reward: Some(f64::from(score) / 6.0),
+                    reward_breakdown: None,
+                    calibrated: None,
+                    attempts: 1,
+                    created_at: String::new(),
+                };
+                (s.id.clone(), row)
+            })
+            .collect();
+        let definitions = Definitions {
+            rubric: "r/1".into(),
+            taxonomy: "t/1".into(),
+            items: vec![ItemDef {
+                id: "a".into(),
+                name: "A".into(),
+                min: 0.0,
+                max: 6.0,
+                reward: true,
+            }],
+            labels: vec![LabelDef {
+                id: "x".into(),
+                name: "X".into(),
+            }],
+            source: "stored",
+        };
+        let set = SetData {
+            set: JudgeSet {
+                hash: "sha256:j".into(),
+                identity: json!({}),
+                created_at: String::new(),
+                definitions: None,
+            },
+            definitions,
+            judge: "scripted:echo".into(),
+            judgments,
+            usage: UsageByRole::default(),
+        };
+        RunData {
+            dir: name.into(),
+            name: name.into(),
+            manifest: json!({}),
+            sessions,
+            profiles: BTreeMap::new(),
+            sets: vec![set],
+        }
+    }
+
+    const CFG: BootstrapConfig = BootstrapConfig {
+        resamples: 400,
+        seed: 1,
+        level: 0.95,
+    };
+
+    #[test]
+    fn same_patients_pair_and_other_seeds_do_not() {
+        let scores = [1, 2, 3, 4, 5, 2, 3, 1];
+        let flags = [false; 8];
+        let a = run("a", 10, &scores, &flags);
+        let b = run("b", 10, &scores.map(|s| s + 1), &flags);
+        assert_eq!(pairing(&a, &b), (Pairing::Paired, 8));
+        let other_seed = run("c", 99, &scores, &flags);
+        assert_eq!(pairing(&a, &other_seed).0, Pairing::Unpaired);
+        let few = run("d", 10, &scores[..3], &flags[..3]);
+        assert_eq!(pairing(&a, &few).0, Pairing::Unpaired, "3 of 8 shared");
+
+        let c = compare((&a, &a.sets[0]), (&b, &b.sets[0]), &CFG).unwrap();
+        let item = c.rows.iter().find(|r| r.metric.id == "a").unwrap();
+        assert_eq!(item.difference.difference.value(), Some(1.0));
+        assert_eq!(item.difference.test.p_value.value(), Some(0.0));
+        assert!(item.significant, "a constant +1 on every shared patient");
+        let flag = c.rows.iter().find(|r| r.metric.id == "x").unwrap();
+        assert!(
+            !flag.significant && flag.p_holm.is_none(),
+            "no flags either side"
+        );
+        assert_eq!(
+            c.rows.len(),
+            5,
+            "normalised mean, a, any violation, x, reward"
+        );
+    }
+}

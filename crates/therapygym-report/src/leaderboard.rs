@@ -252,3 +252,41 @@ mod tests {
         assert_eq!(md_cell("a|b\nc"), "a\\|b c");
     }
 }
+
+#[cfg(test)]
+mod tier_tests {
+    use super::*;
+    use crate::compare::tests::run;
+
+    #[test]
+    fn tied_models_share_a_tier_and_a_clearly_worse_one_opens_the_next() {
+        let good = [5, 6, 5, 4, 6, 5, 5, 6, 4, 5, 6, 5];
+        let noisy = [6, 5, 4, 5, 5, 6, 5, 4, 6, 5, 5, 6];
+        let bad = [1, 0, 2, 1, 1, 0, 2, 1, 0, 1, 2, 1];
+        let flags = [false; 12];
+        let runs = [
+            run("bad", 1, &bad, &flags),
+            run("good", 1, &good, &flags),
+            run("noisy", 1, &noisy, &flags),
+        ];
+        let inputs: Vec<_> = runs.iter().map(|r| (r, &r.sets[0])).collect();
+        let board = Leaderboard::build(&inputs, &BootstrapConfig::new(300, 1), "now").unwrap();
+        assert_eq!(board.pairing, "paired");
+        let ctrs = &board.rankings[0];
+        let order: Vec<(&str, usize, bool)> = ctrs
+            .entries
+            .iter()
+            .map(|e| (e.run.as_str(), e.tier, e.leader))
+            .collect();
+        assert_eq!(
+            order,
+            // Equal means keep the input order.
+            [("good", 1, true), ("noisy", 1, false), ("bad", 2, true)],
+            "{ctrs:?}"
+        );
+        // No violations anywhere: one tier, all tied.
+        assert!(board.rankings[1].entries.iter().all(|e| e.tier == 1));
+        let md = board.markdown();
+        assert!(md.contains("| 3 | 2 | bad |"), "{md}");
+    }
+}
