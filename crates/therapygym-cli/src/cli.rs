@@ -307,6 +307,14 @@ pub struct ServeArgs {
     /// Calls in flight to the judge model.
     #[arg(long, default_value_t = 16)]
     pub judge_concurrency: usize,
+    /// A file holding the bearer token every route but /healthz requires (else the
+    /// THERAPYGYM_SERVE_TOKEN environment variable; required when --addr is not loopback).
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// A URL prefix `POST /v1/rollouts` may name as `policy.base_url` (repeatable); none: the
+    /// rollout driver is disabled (403).
+    #[arg(long, value_name = "PREFIX")]
+    pub policy_url_allow: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]

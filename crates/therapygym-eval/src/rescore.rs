@@ -61,7 +61,13 @@ pub async fn rescore(
     };
     config.assets = overrides;
     let assets = Assets::load(&config.assets)?;
-    store.record_attempt("judge", Some(&format!("judge = {}", config.judge)))?;
+    store.record_attempt(
+        "judge",
+        Some(&format!(
+            "judge = {}",
+            therapygym_models::redact_spec(&config.judge)
+        )),
+    )?;
     let model = open_role(&config.judge, o.concurrency).await?;
     let judge = assets.judge(model, config.judge_config.clone())?;
     let judge_hash = judge.hash();

@@ -12,10 +12,15 @@ use therapygym_store::RunStore;
 use crate::assets::AssetSources;
 use crate::error::RunError;
 
+/// The role specs are kept as given (to open the models) but always serialized with URL
+/// credentials masked, so no manifest, store or config hash ever holds them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    #[serde(serialize_with = "redacted")]
     pub therapist: String,
+    #[serde(serialize_with = "redacted")]
     pub patient: String,
+    #[serde(serialize_with = "redacted")]
     pub judge: String,
     pub sessions_per_profile: u32,
     pub seed: u64,
@@ -53,6 +58,10 @@ impl RunConfig {
     }
 }
 
+fn redacted<S: serde::Serializer>(spec: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&therapygym_models::redact_spec(spec))
+}
+
 /// Model options for a role. A local model serves every role from one worker, so a call may
 /// queue behind the others' generations: its attempt timeout must cover that wait.
 pub fn model_options(spec: &ModelSpec, concurrency: usize) -> ModelOptions {
@@ -68,5 +77,30 @@ pub fn model_options(spec: &ModelSpec, concurrency: usize) -> ModelOptions {
         retry: RetryPolicy::default(),
         timeouts,
         concurrency: concurrency.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn stored_configs_never_hold_url_credentials() {
+        let mut c = RunConfig::new("cbt");
+        c.therapist = "openai:m@https://bob:s3cret@h.example/v1#key=T_KEY".into();
+        c.patient = "openai:m@https://tok3n@h.example/v1".into();
+        c.judge = "openai:@https://u:pw@broken".into();
+        let text = serde_json::to_string(&c).unwrap();
+        for secret in ["s3cret", "bob", "tok3n", "pw@"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains("openai:m@https://****@h.example/v1#key=T_KEY"),
+            "{text}"
+        );
+        // What was stored reads back as the masked spec, and masks to itself.
+        let back: RunConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
     }
 }

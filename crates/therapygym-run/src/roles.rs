@@ -15,8 +15,8 @@ pub async fn open_role(spec: &str, concurrency: usize) -> Result<Arc<Model>, Run
     Ok(open_model(&spec, model_options(&spec, concurrency)).await?)
 }
 
-/// The manifest's `roles`: each role's spec, backend and sampling (a spec carries no
-/// credentials: keys come from the environment).
+/// The manifest's `roles`: each role's spec, backend and sampling (specs as displayed: URL
+/// credentials masked; keys come from the environment and are never stored).
 pub fn roles_json(therapist: &Model, patient: &Model, judge: &Model, config: &RunConfig) -> Value {
     json!({
         "therapist": {"spec": therapist.spec().to_string(), "backend": therapist.info(), "sampling": config.session.therapist_sampling},

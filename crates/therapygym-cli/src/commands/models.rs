@@ -39,11 +39,12 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     ui::out(
-        "Other specs: gguf:PATH (any local GGUF), openai:MODEL@BASE_URL (vLLM, SGLang, llama.cpp server,",
+        "Other specs: gguf:PATH (any local GGUF), openai:MODEL@BASE_URL[#key=VAR] (vLLM, SGLang, llama.cpp",
     );
     ui::out(
-        "  Ollama, OpenAI; key from THERAPYGYM_API_KEY or OPENAI_API_KEY), scripted:MODE (tests only).",
+        "  server, Ollama, OpenAI; the key from $VAR, else THERAPYGYM_API_KEY / OPENAI_API_KEY for https URLs),",
     );
+    ui::out("  scripted:MODE (tests only).");
     Ok(if s.installed && !s.checksum_ok {
         ExitCode::from(1)
     } else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use therapygym_core::Speaker;
 use therapygym_run::RunConfig;
-use therapygym_server::{ChatFormat, Server, ServerConfig, UnscoredPolicy};
+use therapygym_server::{AuthToken, ChatFormat, Server, ServerConfig, TOKEN_ENV, UnscoredPolicy};
 
 use crate::cli::{Opening, ServeArgs};
 use crate::commands::run_args::{
@@ -67,17 +67,41 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         chat_format,
         patient_concurrency: a.patient_concurrency.max(1),
         judge_concurrency: a.judge_concurrency.max(1),
+        auth_token: auth_token(a)?,
+        policy_url_allow: a.policy_url_allow.clone(),
         ..ServerConfig::default()
     })
 }
 
+/// The token from `--auth-token-file`, else the environment (never a flag value: flags show
+/// in `ps`).
+fn auth_token(a: &ServeArgs) -> anyhow::Result<Option<AuthToken>> {
+    if let Some(path) = &a.auth_token_file {
+        return Ok(Some(
+            AuthToken::from_file(path).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    match std::env::var(TOKEN_ENV) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(
+            AuthToken::new(&t).map_err(|e| anyhow::anyhow!("{TOKEN_ENV}: {e}"))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&a)?;
-    let server = Server::new(cfg).await.context("cannot start the service")?;
+    // Bound and checked before the models load: an exposed address without a token fails at once.
     let listener = therapygym_server::bind(&a.addr).await?;
     let addr = listener
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {}", a.addr))?;
+    therapygym_server::check_exposure(&addr, cfg.auth_token.is_some())?;
+    let authenticated = cfg.auth_token.is_some();
+    let server = Server::new(cfg).await.context("cannot start the service")?;
+    if authenticated {
+        ui::info("authentication: a bearer token is required on every route but /healthz");
+    }
     if let Some(dir) = server.run_dir() {
         ui::info(&format!("run directory: {}", dir.display()));
     }
