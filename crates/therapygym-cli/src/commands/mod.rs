@@ -1,24 +1,27 @@
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Given};
 
 mod chat;
 mod eval;
 mod export;
 mod import;
+mod interrupt;
 mod judge;
 mod models;
 mod run_args;
+mod runs;
 mod serve;
+mod summary;
 mod synth;
 mod train;
 mod validate;
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli, given: Given) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Chat(a) => chat::run(a).await,
         Command::Models(a) => models::run(a),
-        Command::Eval(a) => eval::run(*a).await,
+        Command::Eval(a) => eval::run(*a, &given).await,
         Command::Judge(a) => judge::run(a).await,
         Command::Export(a) => export::run(a),
         Command::ImportTranscripts(a) => import::run(a),
@@ -26,5 +29,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(*a).await,
         Command::Validate(a) => validate::run(*a),
         Command::Train(a) => train::run(*a).await,
+        Command::Runs(a) => runs::run(a),
     }
 }

@@ -7,9 +7,15 @@ use crate::ui;
 
 pub fn run(a: ModelsArgs) -> anyhow::Result<ExitCode> {
     let s = home::embedded_status();
+    // Exit 1 when the default model cannot be used (missing, or its checksum differs).
+    let code = if s.installed && s.checksum_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
     if a.json {
         ui::json(&s);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     ui::out("embedded (the default model spec): SmolLM2-135M-Instruct, Q4_1 GGUF, via llama.cpp");
     ui::out(&format!("  path:     {}", s.path.display()));
@@ -44,9 +50,5 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<ExitCode> {
     ui::out(
         "  Ollama, OpenAI; key from THERAPYGYM_API_KEY or OPENAI_API_KEY), scripted:MODE (tests only).",
     );
-    Ok(if s.installed && !s.checksum_ok {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(code)
 }

@@ -73,8 +73,9 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&a)?;
-    let server = Server::new(cfg).await.context("cannot start the service")?;
+    // Bind first: a port in use or a bad address must not leave a run directory behind.
     let listener = therapygym_server::bind(&a.addr).await?;
+    let server = Server::new(cfg).await.context("cannot start the service")?;
     let addr = listener
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {}", a.addr))?;
