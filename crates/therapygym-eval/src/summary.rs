@@ -1,5 +1,6 @@
 //! The run summary: per-item means (0–6) and normalised with 95% CIs, the CTRS normalised mean,
-//! safety rates (per label, per-label mean and any-violation), unscored counts, mean reward.
+//! safety rates (per label, per-label mean and any-violation), unscored counts, mean reward,
+//! tokens and wall time per role.
 //! Computed from the store, so it covers every attempt of a resumed run.
 
 use std::collections::BTreeMap;
@@ -7,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use therapygym_core::{Judgment, Verdict};
 use therapygym_run::{Assets, RunError};
-use therapygym_store::{JudgmentRow, RunStore, SessionStatus};
+use therapygym_store::{JudgmentRow, RunStore, SessionStatus, UsageByRole};
 
 use crate::run::PlannedSession;
 
@@ -98,6 +99,8 @@ pub struct Summary {
     pub safety: SafetySummary,
     pub reward: RewardSummary,
     pub attempts: u32,
+    /// Tokens and wall time per role (therapist, patient, and this judgment set's judge).
+    pub usage: UsageByRole,
 }
 
 /// Two-sided 97.5% quantile of Student's t (for 95% intervals).
@@ -361,6 +364,7 @@ pub fn summarize(
             error_reasons: tally.reward_errors.clone(),
         },
         attempts: store.attempts()?,
+        usage: store.usage_by_role(judge_hash)?,
     })
 }
 

@@ -44,7 +44,15 @@ pub struct SampleRecord {
     pub verdict: Verdict,
     pub attempts: u32,
     pub raw: Option<String>,
+    /// Wall time of the sample, every attempt (re-asks) included.
     pub latency_ms: u64,
+    /// Prompt tokens over every reply of the sample (re-asks included). Records written before
+    /// usage was recorded read as 0.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Completion tokens over every reply of the sample (re-asks included).
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 /// Everything the judge produced for one session.
@@ -67,6 +75,18 @@ impl JudgeRecord {
 
     pub fn last_raw(&self) -> Option<&str> {
         self.samples.iter().rev().find_map(|s| s.raw.as_deref())
+    }
+
+    /// `(prompt, completion)` tokens of every judge reply behind this record.
+    pub fn tokens(&self) -> (u64, u64) {
+        self.samples.iter().fold((0, 0), |(p, c), s| {
+            (p + s.prompt_tokens, c + s.completion_tokens)
+        })
+    }
+
+    /// Wall time of all samples, in milliseconds.
+    pub fn latency_ms(&self) -> u64 {
+        self.samples.iter().map(|s| s.latency_ms).sum()
     }
 }
 
@@ -189,6 +209,7 @@ impl Judge {
             ChatMessage::user(user.to_string()),
         ];
         let mut attempts = 0;
+        let mut usage = Usage::default();
         let mut last: Option<(Invalid, Option<String>)> = None;
         while attempts <= self.config.retries {
             attempts += 1;
@@ -204,27 +225,37 @@ impl Judge {
                 .with_schema("therapy_judgement", self.schema.clone());
             let (text, truncated) = match self.model.chat(&req).await {
                 Ok(resp) => {
+                    usage.add(resp.prompt_tokens, resp.completion_tokens);
                     let truncated = resp.finish_reason == FinishReason::Length;
                     (resp.text, truncated)
                 }
-                Err(e) => match (e.kind(), e.raw()) {
-                    // A reply arrived but failed the model layer's checks: classify it ourselves.
-                    (
-                        ErrorKind::InvalidJson | ErrorKind::SchemaViolation | ErrorKind::Truncated,
-                        Some(raw),
-                    ) => (raw.to_string(), e.kind() == ErrorKind::Truncated),
-                    _ => {
-                        return SampleRecord {
-                            verdict: Verdict::Unscored {
-                                reason: UnscoredReason::ProviderError,
-                                detail: e.to_string(),
-                            },
-                            attempts,
-                            raw: None,
-                            latency_ms: ms(started),
-                        };
+                Err(e) => {
+                    if let Some((p, c)) = e.usage() {
+                        usage.add(p, c);
                     }
-                },
+                    match (e.kind(), e.raw()) {
+                        // A reply arrived but failed the model layer's checks: classify it ourselves.
+                        (
+                            ErrorKind::InvalidJson
+                            | ErrorKind::SchemaViolation
+                            | ErrorKind::Truncated,
+                            Some(raw),
+                        ) => (raw.to_string(), e.kind() == ErrorKind::Truncated),
+                        _ => {
+                            return SampleRecord {
+                                verdict: Verdict::Unscored {
+                                    reason: UnscoredReason::ProviderError,
+                                    detail: e.to_string(),
+                                },
+                                attempts,
+                                raw: None,
+                                latency_ms: ms(started),
+                                prompt_tokens: usage.prompt,
+                                completion_tokens: usage.completion,
+                            };
+                        }
+                    }
+                }
             };
             match parse_judgment(&text, truncated, &self.rubric, &self.taxonomy) {
                 Ok(judgment) => {
@@ -233,6 +264,8 @@ impl Judge {
                         attempts,
                         raw: Some(text),
                         latency_ms: ms(started),
+                        prompt_tokens: usage.prompt,
+                        completion_tokens: usage.completion,
                     };
                 }
                 Err(invalid) => {
@@ -267,7 +300,23 @@ impl Judge {
             attempts,
             raw,
             latency_ms: ms(started),
+            prompt_tokens: usage.prompt,
+            completion_tokens: usage.completion,
         }
+    }
+}
+
+/// Token counts summed over the replies of one sample.
+#[derive(Default)]
+struct Usage {
+    prompt: u64,
+    completion: u64,
+}
+
+impl Usage {
+    fn add(&mut self, prompt: u32, completion: u32) {
+        self.prompt += u64::from(prompt);
+        self.completion += u64::from(completion);
     }
 }
 
@@ -439,6 +488,13 @@ mod tests {
         let r = j.judge(&transcript(), 1).await;
         assert!(r.verdict.judgment().is_some());
         assert_eq!(r.attempts(), 2);
+        // Both replies count: the malformed one (rejected by the model layer's JSON check) too.
+        let words = |t: &str| t.split_whitespace().count() as u64;
+        let malformed = "{\"ctrs\": {\"agenda\": {\"rationale\": \"unterminated";
+        let (prompt, completion) = r.tokens();
+        assert_eq!(completion, words(malformed) + words(r.last_raw().unwrap()));
+        assert!(prompt > 0);
+        assert_eq!(r.samples[0].completion_tokens, completion);
         let j = judge(
             "scripted:malformed_json:1",
             JudgeConfig {
@@ -514,6 +570,8 @@ mod tests {
             attempts: 1,
             raw: None,
             latency_ms: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
         };
         let unscored = SampleRecord {
             verdict: Verdict::Unscored {
@@ -523,6 +581,8 @@ mod tests {
             attempts: 3,
             raw: None,
             latency_ms: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
         };
         let r = aggregate(vec![scored(2), unscored.clone(), scored(6)], 0);
         let j = r.verdict.judgment().unwrap();

@@ -78,8 +78,16 @@ pub struct ModelError {
     message: String,
     retry_after: Option<Duration>,
     status: Option<u16>,
-    raw: Option<String>,
+    /// The reply that failed a check, when one arrived (boxed: errors travel in `Result`s).
+    reply: Option<Box<FailedReply>>,
     attempts: u32,
+}
+
+/// A reply that arrived but failed a check: its text and, when known, its token counts.
+#[derive(Debug, Clone, Default)]
+struct FailedReply {
+    text: Option<String>,
+    usage: Option<(u32, u32)>,
 }
 
 impl ModelError {
@@ -89,7 +97,7 @@ impl ModelError {
             message: message.into(),
             retry_after: None,
             status: None,
-            raw: None,
+            reply: None,
             attempts: 1,
         }
     }
@@ -109,8 +117,19 @@ impl ModelError {
     }
 
     pub fn with_raw(mut self, raw: impl Into<String>) -> Self {
-        self.raw = Some(raw.into());
+        self.reply.get_or_insert_default().text = Some(raw.into());
         self
+    }
+
+    /// The token counts of the reply that failed a check (so its cost is still counted).
+    pub fn with_usage(mut self, prompt_tokens: u32, completion_tokens: u32) -> Self {
+        self.reply.get_or_insert_default().usage = Some((prompt_tokens, completion_tokens));
+        self
+    }
+
+    /// `(prompt, completion)` tokens of the reply behind this error, when one arrived.
+    pub fn usage(&self) -> Option<(u32, u32)> {
+        self.reply.as_ref().and_then(|r| r.usage)
     }
 
     pub(crate) fn with_attempts(mut self, attempts: u32, elapsed: Duration) -> Self {
@@ -143,7 +162,7 @@ impl ModelError {
 
     /// The reply text, when the failure is about a reply that did arrive.
     pub fn raw(&self) -> Option<&str> {
-        self.raw.as_deref()
+        self.reply.as_ref().and_then(|r| r.text.as_deref())
     }
 
     pub fn attempts(&self) -> u32 {

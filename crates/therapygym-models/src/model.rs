@@ -182,6 +182,7 @@ fn check_structured(req: &ChatRequest, resp: ChatResponse) -> Result<ChatRespons
     let fail = |kind, msg: String| {
         Err(ModelError::new(kind, msg)
             .with_raw(resp.text.clone())
+            .with_usage(resp.prompt_tokens, resp.completion_tokens)
             .with_attempts(attempts, Duration::ZERO))
     };
     let value: serde_json::Value = match serde_json::from_str(resp.text.trim()) {

@@ -155,14 +155,24 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+        return hint_duration(ms / 1000.0);
     }
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(hint_duration)
+}
+
+/// A server's wait hint in seconds as a duration, clamped: `Duration::from_secs_f64` panics on
+/// huge or infinite values (`retry-after-ms: inf`, `Retry-After: 1e30`). Negative means "now";
+/// NaN is no hint; anything too large for a `Duration` is `Duration::MAX` (the retry policy caps
+/// it).
+fn hint_duration(secs: f64) -> Option<Duration> {
+    if secs.is_nan() {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX))
 }
 
 /// Parses a 2xx body into a response; anything that is not a chat completion is `bad_response`.
@@ -335,6 +345,28 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn huge_or_infinite_retry_hints_are_clamped_not_a_panic() {
+        for (name, value, want) in [
+            ("retry-after-ms", "inf", Some(Duration::MAX)),
+            ("retry-after-ms", "1e300", Some(Duration::MAX)),
+            ("retry-after-ms", "-5", Some(Duration::ZERO)),
+            ("retry-after-ms", "NaN", None),
+            ("retry-after", "1e30", Some(Duration::MAX)),
+            ("retry-after", "inf", Some(Duration::MAX)),
+            ("retry-after", "-1", Some(Duration::ZERO)),
+        ] {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            assert_eq!(retry_after(&h), want, "{name}: {value}");
+        }
+        // The retry policy then caps what it waits.
+        let e =
+            ModelError::new(ErrorKind::RateLimited, "429").with_retry_after(Some(Duration::MAX));
+        let p = crate::RetryPolicy::default();
+        assert_eq!(p.wait(1, &e, 0.0), p.retry_after_cap);
     }
 
     #[test]

@@ -205,7 +205,10 @@ async fn group(
     if size == 0 {
         return Err(ApiError::bad_request("`group_size` must be at least 1").group(&id));
     }
-    let wait = Duration::from_secs_f64(wait).min(state.cfg.max_group_wait);
+    // `from_secs_f64` panics past `Duration::MAX` (`wait_s=1e300`): clamp first.
+    let wait = Duration::try_from_secs_f64(wait).map_or(state.cfg.max_group_wait, |w| {
+        w.min(state.cfg.max_group_wait)
+    });
     Ok(json_ok(state.groups.snapshot(&id, size, wait).await?))
 }
 

@@ -1189,3 +1189,29 @@ async fn the_service_stays_up_under_concurrent_load_and_garbage() {
             .contains("therapygym_episodes_total{event=\"finished\"} 16")
     );
 }
+
+#[tokio::test]
+async fn a_huge_group_wait_is_clamped_not_a_panic() {
+    // `Duration::from_secs_f64(1e300)` panics; the route clamps to `max_group_wait` first.
+    let mut cfg = config(ECHO, ECHO);
+    cfg.max_group_wait = Duration::from_millis(200);
+    let svc = start(cfg, false).await;
+    let (p, _) = profiles();
+    let r = svc
+        .post(
+            "/v1/episodes",
+            json!({"episode_id": "w-a", "group_id": "wait", "task": {"profile_id": p, "seed": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for wait in ["1e300", "1.7976931348623157e308", "18446744073709551616"] {
+        let started = std::time::Instant::now();
+        let g = svc
+            .get(&format!("/v1/groups/wait?wait_s={wait}&group_size=2"))
+            .await;
+        assert_eq!(g.status, 200, "wait_s={wait}: {}", g.body);
+        assert_eq!(g.body["complete"], false);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(svc.get("/healthz").await.status, 200);
+}

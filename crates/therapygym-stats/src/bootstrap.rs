@@ -80,7 +80,12 @@ impl Ci {
         Some((self.low.value()?, self.high.value()?))
     }
 
-    fn undefined(level: f64, n_resamples: usize, n_valid: usize, why: &'static str) -> Self {
+    pub(crate) fn undefined(
+        level: f64,
+        n_resamples: usize,
+        n_valid: usize,
+        why: &'static str,
+    ) -> Self {
         Self {
             low: Stat::undefined(why),
             high: Stat::undefined(why),
@@ -146,7 +151,11 @@ pub fn percentile(values: &[f64], q: f64) -> Result<Option<f64>, StatsError> {
 }
 
 /// Percentile interval from the valid statistics of `n_resamples` resamples (sorts `valid`).
-fn interval(valid: &mut [f64], n_resamples: usize, level: f64) -> Result<Ci, StatsError> {
+pub(crate) fn interval(
+    valid: &mut [f64],
+    n_resamples: usize,
+    level: f64,
+) -> Result<Ci, StatsError> {
     let n_valid = valid.len();
     if n_resamples == 0 {
         return Ok(Ci::undefined(level, 0, 0, reason::BOOTSTRAP_NO_RESAMPLES));

@@ -9,5 +9,6 @@ pub mod fs;
 mod store;
 
 pub use store::{
-    JudgeSet, JudgmentRow, RunStore, SessionRecord, SessionStatus, StoreError, timestamp,
+    JudgeSet, JudgmentRow, RoleUsage, RunStore, SessionRecord, SessionStatus, StoreError,
+    UsageByRole, timestamp,
 };

@@ -154,6 +154,26 @@ impl JudgeSet {
     }
 }
 
+/// What one role's model replies cost: replies counted, their tokens and wall time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleUsage {
+    /// Model replies counted (judge: every attempt, re-asks and self-consistency samples included).
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Wall time in milliseconds: each therapist/patient reply's generation; each judge sample
+    /// from its first request to its last reply (re-asks and retry waits included).
+    pub wall_ms: u64,
+}
+
+/// Token use and wall time per role over a run (the judge: one judgment set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageByRole {
+    pub therapist: RoleUsage,
+    pub patient: RoleUsage,
+    pub judge: RoleUsage,
+}
+
 pub struct RunStore {
     dir: PathBuf,
     db: PathBuf,
@@ -746,6 +766,54 @@ impl RunStore {
         Ok(out)
     }
 
+    /// Tokens and wall time per role: therapist and patient over every stored reply (messages
+    /// without counts, e.g. imported ones, are not replies of ours and are skipped); the judge
+    /// over every sample of every judgment in `judge_hash` (judge records written before usage
+    /// was recorded count their calls and time with 0 tokens).
+    pub fn usage_by_role(&self, judge_hash: &str) -> Result<UsageByRole, StoreError> {
+        type Sums = (i64, i64, i64, i64);
+        let (speakers, judge): (Vec<(String, Sums)>, Sums) = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT speaker, COUNT(completion_tokens), COALESCE(SUM(prompt_tokens), 0),
+                        COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(latency_ms), 0)
+                 FROM messages WHERE completion_tokens IS NOT NULL GROUP BY speaker",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let judge = c.query_row(
+                "SELECT COALESCE(SUM(json_extract(s.value, '$.attempts')), 0),
+                        COALESCE(SUM(json_extract(s.value, '$.prompt_tokens')), 0),
+                        COALESCE(SUM(json_extract(s.value, '$.completion_tokens')), 0),
+                        COALESCE(SUM(json_extract(s.value, '$.latency_ms')), 0)
+                 FROM judgments j, json_each(j.record, '$.samples') s WHERE j.judge_hash = ?1",
+                params![judge_hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            Ok((rows, judge))
+        })?;
+        let usage = |(calls, p, c, ms): Sums| RoleUsage {
+            calls: calls.max(0) as u64,
+            prompt_tokens: p.max(0) as u64,
+            completion_tokens: c.max(0) as u64,
+            wall_ms: ms.max(0) as u64,
+        };
+        let mut out = UsageByRole {
+            judge: usage(judge),
+            ..UsageByRole::default()
+        };
+        for (speaker, sums) in speakers {
+            match Speaker::parse(&speaker) {
+                Some(Speaker::Therapist) => out.therapist = usage(sums),
+                Some(Speaker::Patient) => out.patient = usage(sums),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// `PRAGMA integrity_check` (tests and `recover`).
     pub fn integrity_ok(&self) -> Result<bool, StoreError> {
         self.with(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)))
@@ -885,6 +953,60 @@ mod tests {
         assert_eq!(ids, ["b", "c"]);
         assert!(later.iter().all(|r| r.transcript.turns.len() == 2));
         assert_eq!(s.sessions().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn usage_by_role_sums_replies_and_every_judge_sample() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RunStore::create(d.path(), &json!({}), "h").unwrap();
+        let mut r = session("a:0", SessionStatus::Completed);
+        for (i, t) in r.transcript.turns.iter_mut().enumerate() {
+            t.prompt_tokens = Some(10 * (i as u32 + 1));
+            t.completion_tokens = Some(i as u32 + 1);
+            t.latency_ms = Some(100);
+        }
+        // An imported message without counts is not a reply of ours.
+        r.transcript
+            .turns
+            .push(Turn::new(Speaker::Therapist, "imported"));
+        s.insert_session(&r).unwrap();
+        let (rubric, taxonomy) = defs();
+        s.ensure_judge_set("j", &json!({}), &rubric, &taxonomy)
+            .unwrap();
+        let sample = |attempts: u32, p: u64, c: u64, ms: u64| {
+            json!({"verdict": {"status": "unscored", "reason": "refusal", "detail": ""},
+                   "attempts": attempts, "raw": null, "latency_ms": ms,
+                   "prompt_tokens": p, "completion_tokens": c})
+        };
+        let row = JudgmentRow {
+            session_id: "a:0".into(),
+            judge_hash: "j".into(),
+            verdict: Verdict::Unscored {
+                reason: UnscoredReason::Refusal,
+                detail: String::new(),
+            },
+            record: json!({"samples": [sample(3, 300, 30, 50), sample(1, 100, 10, 20)]}),
+            reward: None,
+            reward_breakdown: None,
+            calibrated: None,
+            attempts: 4,
+            created_at: timestamp(),
+        };
+        s.insert_judgment(&row).unwrap();
+        let u = s.usage_by_role("j").unwrap();
+        let role = |calls, prompt_tokens, completion_tokens, wall_ms| RoleUsage {
+            calls,
+            prompt_tokens,
+            completion_tokens,
+            wall_ms,
+        };
+        assert_eq!(u.therapist, role(1, 10, 1, 100));
+        assert_eq!(u.patient, role(1, 20, 2, 100));
+        assert_eq!(u.judge, role(4, 400, 40, 70));
+        assert_eq!(
+            s.usage_by_role("other").unwrap().judge,
+            RoleUsage::default()
+        );
     }
 
     #[test]

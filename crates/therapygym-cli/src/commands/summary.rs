@@ -147,6 +147,30 @@ pub fn report(s: &Summary, json: bool) {
         )),
         None => ui::out("mean reward: none (no scored session has a reward)"),
     }
+    usage(&s.usage);
+}
+
+/// Tokens and wall time per role, so the judge's cost shows next to the policy's.
+fn usage(u: &therapygym_store::UsageByRole) {
+    ui::out("");
+    ui::out(&format!(
+        "{:<12} {:>8} {:>14} {:>18} {:>12}",
+        "role", "replies", "prompt tokens", "completion tokens", "wall time"
+    ));
+    for (role, r) in [
+        ("therapist", &u.therapist),
+        ("patient", &u.patient),
+        ("judge", &u.judge),
+    ] {
+        ui::out(&format!(
+            "{:<12} {:>8} {:>14} {:>18} {:>11.1}s",
+            role,
+            r.calls,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.wall_ms as f64 / 1000.0
+        ));
+    }
 }
 
 /// `a 3, b 1`: a reason table on one line, for warnings.
