@@ -31,4 +31,4 @@ pub use request::{ChatMessage, ChatRequest, ChatResponse, FinishReason, Role, Sa
 pub use retry::{RetryPolicy, Timeouts};
 pub use scripted::ScriptedBackend;
 pub use spec::{ModelSpec, ScriptedMode};
-pub use util::{redact_url, seed_from_str, sha256_hex};
+pub use util::{f32_as_written, redact_url, seed_from_str, sha256_hex};
