@@ -2,11 +2,22 @@
 
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
 
-/// TherapyGym: evaluate and align therapy chatbots on CBT fidelity (CTRS) and safety.
+/// A count that must be at least 1 (`--concurrency 0` is an error, not "as many as possible").
+pub fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
+
+/// TherapyGym measures how well a therapy chatbot practises CBT (CTRS fidelity) and how safely
+/// it behaves: it simulates sessions with patient profiles, has a judge score them, keeps every
+/// run resumable, and trains therapists on the judge's reward.
+///
+/// Start with `therapygym eval --limit 1 --turns 1` (all roles on the embedded model), then
+/// `therapygym runs` to find the run and `therapygym export RUN_DIR` to read it.
 #[derive(Debug, Parser)]
-#[command(name = "therapygym", version, about, long_about = None)]
+#[command(name = "therapygym", version)]
 pub struct Cli {
     /// Log debug details (including message text) to stderr.
     #[arg(long, global = true)]
@@ -46,6 +57,8 @@ pub enum Command {
     /// Browse a run's sessions beside their scores, rationales and safety evidence (read-only web
     /// app on loopback), or `--export DIR` the same viewer as static files.
     View(ViewArgs),
+    /// List the runs under a directory (default `runs`), or show one run's manifest and judgment sets.
+    Runs(RunsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,93 +105,102 @@ pub enum Opening {
 #[derive(Debug, Clone, clap::Args)]
 pub struct JudgeArgs {
     /// Re-asks after an unusable judge reply; after that the session is unscored (never 0).
-    #[arg(long)]
+    /// [default: 2]
+    #[arg(long, value_name = "K")]
     pub judge_retries: Option<u32>,
     /// Judge each session K times; median per item, majority per label, spread recorded.
-    #[arg(long)]
+    /// [default: 1]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     pub judge_samples: Option<u32>,
-    /// Maximum tokens of a judge reply.
-    #[arg(long)]
+    /// Maximum tokens of a judge reply. [default: 2048; 1024 for a local judge (embedded, gguf:)]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub judge_max_tokens: Option<u32>,
     /// Longest rationale/evidence string the judge schema allows (shorter = faster on CPU).
-    #[arg(long)]
+    /// [default: 300; 40 for a local judge (embedded, gguf:)]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub judge_rationale_chars: Option<u32>,
-    /// Reward weights and penalties (TOML; see docs/formats.md). Default: data/rewards/default.toml.
+    /// Reward weights and penalties (TOML; see docs/formats.md). [default: data/rewards/default.toml]
     #[arg(long, value_name = "FILE")]
     pub reward_config: Option<PathBuf>,
-    /// A rubric file (TOML) instead of the shipped CTRS.
+    /// A rubric file (TOML) instead of the shipped CTRS. [default: data/rubrics/ctrs.toml]
     #[arg(long, value_name = "FILE")]
     pub rubric: Option<PathBuf>,
-    /// A safety taxonomy file (TOML) instead of the shipped one.
+    /// A safety taxonomy file (TOML) instead of the shipped one. [default: data/safety/tg-safety.toml]
     #[arg(long, value_name = "FILE")]
     pub taxonomy: Option<PathBuf>,
     /// Enable exactly these safety labels (comma-separated ids from the taxonomy).
+    /// [default: the taxonomy's enabled labels]
     #[arg(long, value_delimiter = ',')]
     pub safety_labels: Vec<String>,
-    /// A calibration map (from `validate --fit-calibration`); raw and calibrated scores are stored.
+    /// A calibration map (from `validate --fit-calibration`): calibrated scores are stored beside
+    /// raw ones, in a judgment set of their own.
     #[arg(long, value_name = "FILE")]
     pub calibration: Option<PathBuf>,
 }
 
+/// Run simulated sessions, judge them and summarise. The run directory is printed when the run
+/// starts; Ctrl-C stops it cleanly (exit code 130) and `--resume DIR` finishes it.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// The therapist under test (model spec).
-    #[arg(long)]
-    pub therapist: Option<String>,
+    #[arg(long, default_value = "embedded")]
+    pub therapist: String,
     /// The simulated patient (model spec).
-    #[arg(long)]
-    pub patient: Option<String>,
+    #[arg(long, default_value = "embedded")]
+    pub patient: String,
     /// The judge (model spec).
-    #[arg(long)]
-    pub judge: Option<String>,
-    /// Patient profiles (JSONL, or Patient-Ψ JSON). Default: the shipped examples.
+    #[arg(long, default_value = "embedded")]
+    pub judge: String,
+    /// Patient profiles (JSONL, or Patient-Ψ JSON). [default: data/profiles/examples.jsonl]
     #[arg(long, value_name = "FILE")]
     pub profiles: Option<PathBuf>,
-    /// Use only the first N profiles.
-    #[arg(long, value_name = "N")]
+    /// Use only the first N profiles. [default: all]
+    #[arg(long, value_name = "N", value_parser = at_least_one())]
     pub limit: Option<usize>,
     /// Sessions per profile (epochs), each with its own seed.
-    #[arg(long, value_name = "K")]
-    pub sessions_per_profile: Option<u32>,
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sessions_per_profile: u32,
     /// Therapist turns per session (5 = the paper's 10-message sessions).
-    #[arg(long, value_name = "N")]
-    pub turns: Option<u32>,
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub turns: u32,
     /// Who speaks first.
-    #[arg(long, value_enum)]
-    pub opening: Option<Opening>,
+    #[arg(long, value_enum, default_value_t = Opening::Therapist)]
+    pub opening: Opening,
     /// Therapist system prompt: `baseline`, `cbt` or a template file.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub therapist_prompt: Option<String>,
+    #[arg(long, value_name = "NAME|FILE", default_value = "cbt")]
+    pub therapist_prompt: String,
     /// Maximum tokens per therapist turn.
-    #[arg(long)]
-    pub therapist_max_tokens: Option<u32>,
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub therapist_max_tokens: u32,
     /// Maximum tokens per patient turn.
-    #[arg(long)]
-    pub patient_max_tokens: Option<u32>,
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub patient_max_tokens: u32,
     /// Run seed: every session's seeds derive from (seed, profile, epoch).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[arg(long, value_name = "S", default_value_t = 20261127)]
+    pub seed: u64,
     #[command(flatten)]
     pub judge_args: JudgeArgs,
-    /// Sessions in flight at once (each role also gets a pool of this size).
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// Calls in flight to the therapist model (default: --concurrency).
-    #[arg(long)]
+    /// Sessions in flight at once (each role also gets a pool of this size). [default: 4; on
+    /// resume, the run's]
+    #[arg(long, value_name = "C", value_parser = at_least_one())]
+    pub concurrency: Option<usize>,
+    /// Calls in flight to the therapist model. [default: --concurrency]
+    #[arg(long, value_name = "C", value_parser = at_least_one())]
     pub therapist_concurrency: Option<usize>,
-    /// Calls in flight to the patient model (default: --concurrency).
-    #[arg(long)]
+    /// Calls in flight to the patient model. [default: --concurrency]
+    #[arg(long, value_name = "C", value_parser = at_least_one())]
     pub patient_concurrency: Option<usize>,
-    /// Calls in flight to the judge model (default: --concurrency).
-    #[arg(long)]
+    /// Calls in flight to the judge model. [default: --concurrency]
+    #[arg(long, value_name = "C", value_parser = at_least_one())]
     pub judge_concurrency: Option<usize>,
     /// Exit with code 1 when more than this share of judged sessions is unscored.
-    #[arg(long)]
-    pub max_unscored_rate: Option<f64>,
-    /// Run directory to create (default: runs/eval-<timestamp>).
+    #[arg(long, value_name = "X", default_value_t = 0.02)]
+    pub max_unscored_rate: f64,
+    /// Run directory to create. [default: runs/eval-<date>-<time>, made unique]
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     pub out: Option<PathBuf>,
-    /// Finish an interrupted run: nothing finished is redone, nothing is lost.
+    /// Finish an interrupted run: nothing finished is redone, nothing is lost. Only the
+    /// concurrency flags, --json and --allow-config-drift may be given with it.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// With --resume: continue even if the run's inputs (profiles, prompts, ...) changed.
@@ -193,14 +215,19 @@ pub struct EvalArgs {
 pub struct JudgeCmdArgs {
     /// The run directory whose transcripts to score.
     pub dir: PathBuf,
-    /// The judge (model spec). Default: the run's judge.
+    /// The judge (model spec). [default: the run's judge, with the run's judge settings; a new
+    /// judge starts from its own defaults]
     #[arg(long)]
     pub judge: Option<String>,
     #[command(flatten)]
     pub judge_args: JudgeArgs,
     /// Judge calls in flight.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, value_name = "C", default_value_t = 4, value_parser = at_least_one())]
     pub concurrency: usize,
+    /// Exit with code 1 when more than this share of judged sessions is unscored.
+    /// [default: the run's (0.02 unless it was started with another)]
+    #[arg(long, value_name = "X")]
+    pub max_unscored_rate: Option<f64>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -216,10 +243,12 @@ pub enum ExportFormat {
 pub struct ExportArgs {
     /// The run directory.
     pub dir: PathBuf,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
     pub format: ExportFormat,
-    /// Which judgment set (default: the most recent). See `therapygym runs DIR`.
-    #[arg(long)]
+    /// Which judgment set: its hash or a unique prefix (`therapygym runs DIR` lists them).
+    /// [default: the most recent]
+    #[arg(long, value_name = "HASH")]
     pub judge_hash: Option<String>,
     /// Write here instead of stdout.
     #[arg(long, value_name = "FILE")]
@@ -236,6 +265,16 @@ pub struct ImportArgs {
     /// The judge `therapygym judge` will use by default.
     #[arg(long, default_value = "embedded")]
     pub judge: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// A directory of runs (each subdirectory one run), or one run directory.
+    #[arg(value_name = "DIR", default_value = "runs")]
+    pub dir: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -590,4 +629,50 @@ pub struct ViewArgs {
     /// Write the viewer as static files into this new directory instead of serving it.
     #[arg(long, value_name = "DIR")]
     pub export: Option<PathBuf>,
+}
+
+/// The flags a user typed on the command line (not defaults), by argument id, with how they are
+/// written (`--judge-max-tokens`). Commands that continue a run use it to tell a setting the
+/// user asked for from a default, and to name the flag in messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Given {
+    flags: std::collections::BTreeMap<String, String>,
+}
+
+impl Given {
+    /// The subcommand's flags given in `matches` (parsed from `cmd`).
+    pub fn from_matches(cmd: &clap::Command, matches: &clap::ArgMatches) -> Self {
+        let mut flags = std::collections::BTreeMap::new();
+        let Some((name, sub)) = matches.subcommand() else {
+            return Self { flags };
+        };
+        let Some(sc) = cmd.find_subcommand(name) else {
+            return Self { flags };
+        };
+        for id in sub.ids() {
+            let id = id.as_str();
+            if sub.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+                continue;
+            }
+            let shown = sc
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .map(|a| match a.get_long() {
+                    Some(l) => format!("--{l}"),
+                    None => a.get_id().as_str().to_uppercase(),
+                })
+                .unwrap_or_else(|| id.to_string());
+            flags.insert(id.to_string(), shown);
+        }
+        Self { flags }
+    }
+
+    pub fn has(&self, id: &str) -> bool {
+        self.flags.contains_key(id)
+    }
+
+    /// `(id, --flag)` of every flag given.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.flags.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }

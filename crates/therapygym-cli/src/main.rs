@@ -1,9 +1,9 @@
 //! `therapygym`: parse arguments, run the command, map the outcome to an exit code
-//! (0 success, 1 finished but a quality gate failed, 2 error).
+//! (0 success, 1 finished but a quality gate failed, 2 error, 130 interrupted by Ctrl-C).
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 mod cli;
 mod commands;
@@ -12,9 +12,12 @@ mod ui;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let cmd = cli::Cli::command();
+    let matches = cmd.clone().get_matches();
+    let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given = cli::Given::from_matches(&cmd, &matches);
     ui::init_tracing(args.debug);
-    match commands::run(args).await {
+    match commands::run(args, given).await {
         Ok(code) => code,
         Err(e) => {
             ui::error(&e);

@@ -25,10 +25,18 @@ pub fn warn(s: &str) {
     eprintln!("warning: {s}");
 }
 
+/// Prints an error and its causes; a cause whose text the message above already holds
+/// (`cannot read F: No such file…` caused by `No such file…`) is not repeated.
 pub fn error(e: &anyhow::Error) {
     eprintln!("error: {e}");
+    let mut shown = e.to_string();
     for cause in e.chain().skip(1) {
-        eprintln!("  Caused by: {cause}");
+        let text = cause.to_string();
+        if shown.contains(&text) {
+            continue;
+        }
+        eprintln!("  Caused by: {text}");
+        shown.push_str(&text);
     }
 }
 
@@ -37,8 +45,10 @@ pub fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "warn" };
     let filter =
         EnvFilter::try_from_env("THERAPYGYM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only on a terminal: a log file or a pipe gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal: a log file or pipe gets plain `key=value` text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

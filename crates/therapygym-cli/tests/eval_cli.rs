@@ -352,7 +352,7 @@ fn models_reports_the_embedded_model() {
         .env("THERAPYGYM_HOME", d.path())
         .output()
         .unwrap();
-    assert!(o.status.success());
+    assert_eq!(o.status.code(), Some(1), "not installed is not success");
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["installed"], false);
     assert!(

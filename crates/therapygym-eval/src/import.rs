@@ -14,8 +14,7 @@ use therapygym_core::profile::valid_id;
 use therapygym_core::{Speaker, Transcript, Turn};
 use therapygym_store::{RunStore, SessionRecord, SessionStatus};
 
-use therapygym_run::RunConfig;
-use therapygym_run::RunError;
+use therapygym_run::{InputFiles, OutDir, RunConfig, RunError, Staged};
 
 pub fn parse_transcripts(
     text: &str,
@@ -136,8 +135,13 @@ pub fn parse_transcripts(
 pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize, RunError> {
     let text = read_to_string(file)?;
     let dialogues = parse_transcripts(&text, file)?;
+    // The run names its source by file name only (no path of this machine in a manifest).
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "transcripts.jsonl".into());
     let mut config = RunConfig::new("baseline");
-    config.therapist = format!("import:{}", file.display());
+    config.therapist = format!("import:{name}");
     config.patient = "import".into();
     config.judge = judge.to_string();
     let hash = therapygym_core::hash::content_hash(
@@ -146,11 +150,26 @@ pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize,
     let manifest = json!({
         "schema_revision": 1, "kind": "import", "run_id": uuid::Uuid::now_v7().to_string(),
         "created_at": therapygym_store::timestamp(), "config_hash": hash, "config": config,
-        "source": {"file": file.display().to_string(), "sha256": therapygym_core::hash::text_hash(&text), "dialogues": dialogues.len()},
+        "source": {"file": name, "sha256": therapygym_core::hash::text_hash(&text), "dialogues": dialogues.len()},
     });
-    let store = RunStore::create(out, &manifest, &hash)?;
-    store.record_attempt("import-transcripts", None)?;
-    for (id, profile_id, transcript) in &dialogues {
+    let staged = Staged::new(
+        OutDir::Given(out.to_path_buf()),
+        &InputFiles::default(),
+        "choose another `--out` (an import always creates a new run)",
+    )?;
+    let store = staged.commit(&manifest, &hash, |store| {
+        store.record_attempt("import-transcripts", None)?;
+        insert_dialogues(store, &dialogues, &name)
+    })?;
+    Ok(store.session_statuses()?.len())
+}
+
+fn insert_dialogues(
+    store: &RunStore,
+    dialogues: &[(String, String, Transcript)],
+    source: &str,
+) -> Result<(), RunError> {
+    for (id, profile_id, transcript) in dialogues {
         store.insert_session(&SessionRecord {
             id: id.clone(),
             profile_id: profile_id.clone(),
@@ -166,10 +185,10 @@ pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize,
             duration_ms: 0,
             attempt: 1,
             created_at: therapygym_store::timestamp(),
-            meta: json!({"imported_from": file.display().to_string()}),
+            meta: json!({"imported_from": source}),
         })?;
     }
-    Ok(dialogues.len())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,5 +11,7 @@ pub mod summary;
 
 pub use config::Concurrency;
 pub use progress::{Progress, SessionOutcome, Silent};
-pub use run::{Start, plan, prepare, run_eval};
+pub use run::{
+    EvalOutcome, Start, check_kind, plan, prepare, run_eval, run_eval_until, stored_concurrency,
+};
 pub use summary::{Summary, summarize};

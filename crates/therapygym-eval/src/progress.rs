@@ -7,6 +7,12 @@ pub enum SessionOutcome {
 }
 
 pub trait Progress: Send + Sync {
+    /// The run directory is ready (created, or reopened when `resumed`); nothing ran yet.
+    fn started(&self, _run_dir: &std::path::Path, _resumed: bool) {}
+    /// A session's simulation began (its slot was free).
+    fn session_started(&self, _id: &str) {}
+    /// A finished session went to the judge.
+    fn judging(&self, _id: &str) {}
     /// `total` planned sessions, `done` of them already finished by an earlier attempt.
     fn planned(&self, _total: u64, _done: u64) {}
     fn session_finished(&self, _id: &str, _outcome: SessionOutcome) {}

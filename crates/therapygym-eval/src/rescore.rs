@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use therapygym_judge::{Calibration, JudgeConfig};
+use therapygym_judge::JudgeConfig;
 use therapygym_run::{
-    AssetSources, Assets, JudgeCtx, RunConfig, RunError, judge_and_store, open_role,
+    AssetSources, Assets, JudgeCtx, RunConfig, RunError, judge_and_store, judge_set, open_role,
 };
 use therapygym_store::{RunStore, SessionStatus};
 use tokio::task::JoinSet;
@@ -28,7 +28,10 @@ pub struct RescoreOptions {
     pub judge_system_prompt: Option<std::path::PathBuf>,
     pub judge_user_prompt: Option<std::path::PathBuf>,
     pub reward_config: Option<std::path::PathBuf>,
-    pub calibration: Option<Arc<Calibration>>,
+    /// A calibration map for the new set (the run's own map is not carried over: it was
+    /// fitted for the run's judge).
+    pub calibration: Option<std::path::PathBuf>,
+    /// Judge calls in flight (at least 1).
     pub concurrency: usize,
 }
 
@@ -39,6 +42,8 @@ pub async fn rescore(
 ) -> Result<Summary, RunError> {
     let store = Arc::new(RunStore::open(dir)?);
     let mut config = RunConfig::stored(&store)?;
+    // The run's own inputs resolve inside it; the new files as the user named them.
+    config.assets = config.assets.resolved_in(dir);
     if let Some(j) = o.judge {
         config.judge = j;
     }
@@ -57,6 +62,7 @@ pub async fn rescore(
         judge_system_prompt: o.judge_system_prompt.or(a.judge_system_prompt.take()),
         judge_user_prompt: o.judge_user_prompt.or(a.judge_user_prompt.take()),
         reward_config: o.reward_config.or(a.reward_config.take()),
+        calibration: o.calibration,
         ..a.clone()
     };
     config.assets = overrides;
@@ -70,13 +76,8 @@ pub async fn rescore(
     )?;
     let model = open_role(&config.judge, o.concurrency).await?;
     let judge = assets.judge(model, config.judge_config.clone())?;
-    let judge_hash = judge.hash();
-    store.ensure_judge_set(
-        &judge_hash,
-        &judge.identity(),
-        judge.rubric(),
-        judge.taxonomy(),
-    )?;
+    let (judge_hash, identity) = judge_set(&judge, assets.calibration.as_deref());
+    store.ensure_judge_set(&judge_hash, &identity, judge.rubric(), judge.taxonomy())?;
     let done: BTreeSet<String> = store.judgments(&judge_hash)?.into_keys().collect();
     let sessions: Vec<_> = store
         .sessions()?
@@ -88,6 +89,7 @@ pub async fn rescore(
         .filter(|s| !done.contains(&s.id))
         .cloned()
         .collect();
+    progress.started(dir, false);
     progress.planned(sessions.len() as u64, (sessions.len() - todo.len()) as u64);
     let ctx = JudgeCtx {
         store: Arc::clone(&store),
@@ -95,7 +97,7 @@ pub async fn rescore(
         judge_hash: judge_hash.clone(),
         reward: assets.reward.clone(),
         rubric: Arc::clone(&assets.rubric),
-        calibration: o.calibration,
+        calibration: assets.calibration.clone(),
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(o.concurrency.max(1)));
     let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
@@ -106,6 +108,7 @@ pub async fn rescore(
                 .acquire_owned()
                 .await
                 .map_err(|_| RunError::Invalid("judge pool closed".into()))?;
+            progress.judging(&s.id);
             let judged = judge_and_store(&ctx, &s).await?;
             progress.judged(&s.id, judged.scored);
             Ok(())

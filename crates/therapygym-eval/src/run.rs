@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use therapygym_core::Profile;
 use therapygym_core::seed::session_seed;
-use therapygym_judge::{Calibration, Judge};
+use therapygym_judge::Judge;
 use therapygym_run::{
-    Assets, JudgeCtx, RunConfig, RunError, judge_and_store, open_role, record_of, roles_json,
-    session_id,
+    AssetSources, Assets, InputFiles, JudgeCtx, OutDir, RunConfig, RunError, Staged,
+    judge_and_store, judge_set, open_role, record_of, roles_json, session_id,
 };
 use therapygym_session::SessionRunner;
 use therapygym_store::{RunStore, SessionRecord, SessionStatus};
@@ -23,13 +23,17 @@ use crate::summary::{Summary, summarize};
 
 pub enum Start {
     New {
-        out: PathBuf,
+        out: OutDir,
+        /// Use only the first N profiles (the subset is stored in the run as its profiles).
+        limit: Option<usize>,
     },
     /// Continue an interrupted run; the config is read from its manifest.
-    Resume {
-        dir: PathBuf,
-    },
+    Resume { dir: PathBuf },
 }
+
+/// What `eval --out DIR` says when DIR is taken.
+const EXISTS_ADVICE: &str =
+    "continue that run with `therapygym eval --resume DIR`, or choose another `--out`";
 
 /// One planned session.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,13 +59,22 @@ pub fn plan(profiles: &[Profile], per_profile: u32, run_seed: u64) -> Vec<Planne
     v
 }
 
-fn manifest(run_id: &str, config: &RunConfig, assets: &Assets, hash: &str, roles: Value) -> Value {
+fn manifest(
+    run_id: &str,
+    config: &RunConfig,
+    assets: &Assets,
+    hash: &str,
+    roles: Value,
+    conc: Concurrency,
+) -> Value {
     assets.manifest(json!({
         "kind": "eval",
         "run_id": run_id,
         "config_hash": hash,
         "config": config,
         "roles": roles,
+        // Not hashed: it changes speed only. A resume uses it unless told otherwise.
+        "concurrency": conc,
         "seeds": {"run_seed": config.seed, "rule": "session seed = derive(\"session\", profile_id, run_seed, epoch); see docs/design/seeds.md"},
     }))
 }
@@ -94,17 +107,48 @@ pub struct RunHandles {
     pub store: Arc<RunStore>,
     pub runner: Arc<SessionRunner>,
     pub judge: Arc<Judge>,
+    /// The judgment set this run's judgments go to (judge and calibration map).
+    pub judge_hash: String,
     pub assets: Assets,
     pub config: RunConfig,
 }
 
-/// Creates a new run directory: models are opened first, so a bad spec fails before the
-/// directory exists.
+/// The settings a new run stores, and the input files it keeps: the user's files copied in,
+/// and with `limit` the first N of `loaded`'s profiles as the run's own profile file.
+fn bundle(
+    config: &RunConfig,
+    loaded: &Assets,
+    limit: Option<usize>,
+) -> Result<(AssetSources, InputFiles), RunError> {
+    let (mut sources, mut files) = config.assets.bundle()?;
+    if let Some(n) = limit {
+        if n == 0 {
+            return Err(RunError::Invalid(
+                "`--limit` must be at least 1 (it is the number of profiles to use)".into(),
+            ));
+        }
+        let subset: Vec<_> = loaded.profiles.profiles.iter().take(n).cloned().collect();
+        let text = therapygym_core::profile::to_jsonl(&subset);
+        sources.profiles = Some(files.put("profiles.jsonl", text.into_bytes()));
+    }
+    Ok((sources, files))
+}
+
+/// Creates a new run directory in one step (see [`therapygym_run::rundir`]): models are opened
+/// first, so a bad spec fails before the directory exists, and the directory appears only with
+/// its manifest, inputs and profiles in it.
 async fn create_run(
-    config: RunConfig,
-    out: &Path,
+    mut config: RunConfig,
+    out: &OutDir,
+    limit: Option<usize>,
+    conc: Concurrency,
 ) -> Result<(RunStore, RunConfig, Assets), RunError> {
-    let assets = Assets::load(&config.assets)?;
+    // Loaded from the user's files first, so an error names the file they gave.
+    let loaded = Assets::load(&config.assets)?;
+    let (sources, files) = bundle(&config, &loaded, limit)?;
+    config.assets = sources;
+    let staged = Staged::new(out.clone(), &files, EXISTS_ADVICE)?;
+    let assets = Assets::load_in(&config.assets, staged.base())?;
     let hash = assets.config_hash(&config);
     let (t, p, j) = (
         open_role(&config.therapist, 1).await?,
@@ -113,20 +157,39 @@ async fn create_run(
     );
     let run_id = uuid::Uuid::now_v7().to_string();
     let roles = roles_json(&t, &p, &j, &config);
-    let store = RunStore::create(
-        out,
-        &manifest(&run_id, &config, &assets, &hash, roles),
-        &hash,
-    )?;
-    store.put_profiles(&assets.profiles.profiles)?;
-    store.record_attempt("eval", None)?;
+    let m = manifest(&run_id, &config, &assets, &hash, roles, conc);
+    let store = staged.commit(&m, &hash, |store| {
+        store.put_profiles(&assets.profiles.profiles)?;
+        store.record_attempt("eval", None)?;
+        Ok(())
+    })?;
     Ok((store, config, assets))
+}
+
+/// The concurrency a run was started with (`None` for runs made before it was stored).
+pub fn stored_concurrency(store: &RunStore) -> Result<Option<Concurrency>, RunError> {
+    let (m, _) = store.manifest()?;
+    Ok(serde_json::from_value(m["concurrency"].clone()).ok())
+}
+
+/// Refuses to continue a run another command made (its kind is not `eval`).
+pub fn check_kind(store: &RunStore, command: &str) -> Result<(), RunError> {
+    let (m, _) = store.manifest()?;
+    match m["kind"].as_str() {
+        Some("eval") => Ok(()),
+        kind => Err(RunError::Invalid(format!(
+            "{}: a {} run; `{command}` continues runs made by `therapygym eval` (re-score any run with `therapygym judge DIR`)",
+            store.dir().display(),
+            kind.unwrap_or("unknown")
+        ))),
+    }
 }
 
 /// Reopens an interrupted run with the settings it was started with; refuses when its inputs
 /// changed since, unless `allow_drift` (then the differing keys are recorded).
 fn reopen_run(dir: &Path, allow_drift: bool) -> Result<(RunStore, RunConfig, Assets), RunError> {
     let store = RunStore::open(dir)?;
+    check_kind(&store, "eval --resume")?;
     let (m, stored_hash) = store.manifest()?;
     let stored: RunConfig = serde_json::from_value(m["config"].clone()).map_err(|e| {
         RunError::Invalid(format!(
@@ -134,7 +197,7 @@ fn reopen_run(dir: &Path, allow_drift: bool) -> Result<(RunStore, RunConfig, Ass
             dir.display()
         ))
     })?;
-    let assets = Assets::load(&stored.assets)?;
+    let assets = Assets::load_in(&stored.assets, dir)?;
     let hash = assets.config_hash(&stored);
     let mut note = None;
     if hash != stored_hash {
@@ -142,7 +205,8 @@ fn reopen_run(dir: &Path, allow_drift: bool) -> Result<(RunStore, RunConfig, Ass
         let now_part = json!({"config": stored, "assets": assets.manifest_part()});
         let then_part = json!({"config": m["config"], "assets": {
             "prompts": m["prompts"], "rubric": m["rubric"], "safety_taxonomy": m["safety_taxonomy"],
-            "vocabulary": m["vocabulary"], "profiles": m["profiles"], "reward": m["reward"]}});
+            "vocabulary": m["vocabulary"], "profiles": m["profiles"], "reward": m["reward"],
+            "calibration": m["calibration"]}});
         diff_keys(&then_part, &now_part, "", &mut keys);
         if !allow_drift {
             return Err(RunError::Invalid(format!(
@@ -170,7 +234,7 @@ pub async fn prepare(
     allow_drift: bool,
 ) -> Result<RunHandles, RunError> {
     let (store, config, assets) = match start {
-        Start::New { out } => create_run(config, out).await?,
+        Start::New { out, limit } => create_run(config, out, *limit, conc).await?,
         Start::Resume { dir } => reopen_run(dir, allow_drift)?,
     };
     let therapist = open_role(&config.therapist, conc.therapist).await?;
@@ -178,16 +242,13 @@ pub async fn prepare(
     let judge_model = open_role(&config.judge, conc.judge).await?;
     let runner = assets.session_runner(therapist, patient, config.session.clone())?;
     let judge = assets.judge(judge_model, config.judge_config.clone())?;
-    store.ensure_judge_set(
-        &judge.hash(),
-        &judge.identity(),
-        judge.rubric(),
-        judge.taxonomy(),
-    )?;
+    let (judge_hash, identity) = judge_set(&judge, assets.calibration.as_deref());
+    store.ensure_judge_set(&judge_hash, &identity, judge.rubric(), judge.taxonomy())?;
     Ok(RunHandles {
         store: Arc::new(store),
         runner: Arc::new(runner),
         judge: Arc::new(judge),
+        judge_hash,
         assets,
         config,
     })
@@ -242,6 +303,7 @@ async fn simulate_and_judge(
         .acquire_owned()
         .await
         .map_err(|_| RunError::Invalid("session pool closed".into()))?;
+    progress.session_started(&p.id);
     let started = std::time::Instant::now();
     let mut session = runner.new_session(&profile, p.seed)?;
     let result = runner.drive(&mut session, "therapist").await;
@@ -273,25 +335,53 @@ async fn simulate_and_judge(
     ctx.store.insert_session(&record)?;
     progress.session_finished(&p.id, SessionOutcome::Completed);
     drop(permit);
+    progress.judging(&p.id);
     let judged = judge_and_store(&ctx, &record).await?;
     progress.judged(&p.id, judged.scored);
     Ok(())
 }
 
 /// Waits for every task; a store error stops the run (nothing may be lost), but in-flight
-/// work finishes first. Returns the first error.
-async fn join_all(mut tasks: JoinSet<Result<(), RunError>>) -> Result<(), RunError> {
+/// work finishes first. Returns the first error, or `Ok(false)` when `stop` fired first: then
+/// every task is cancelled at its next await. A session or judgment is committed in one
+/// synchronous transaction, never across an await, so a cancelled task leaves either its whole
+/// row or nothing; resume runs what is missing.
+async fn join_all(
+    mut tasks: JoinSet<Result<(), RunError>>,
+    stop: impl Future<Output = ()>,
+) -> Result<bool, RunError> {
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let r = joined
-            .map_err(|e| RunError::Invalid(format!("a session task stopped unexpectedly: {e}")));
-        if let Err(e) = r.and_then(|x| x)
-            && first_error.is_none()
-        {
-            first_error = Some(e);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let r = joined.map_err(|e| {
+                    RunError::Invalid(format!("a session task stopped unexpectedly: {e}"))
+                });
+                if let Err(e) = r.and_then(|x| x)
+                    && first_error.is_none()
+                {
+                    first_error = Some(e);
+                }
+            }
+            () = &mut stop => {
+                tasks.shutdown().await;
+                return first_error.map_or(Ok(false), Err);
+            }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(true), Err)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalOutcome {
+    /// Every planned session ran; `summary.json` is written.
+    Finished(Summary),
+    /// Stopped on request (Ctrl-C): the summary of what is stored so far; `--resume` runs the
+    /// rest.
+    Interrupted(Summary),
 }
 
 /// Runs (or resumes) an evaluation and returns its summary.
@@ -300,12 +390,35 @@ pub async fn run_eval(
     conc: Concurrency,
     start: Start,
     allow_drift: bool,
-    calibration: Option<Arc<Calibration>>,
     progress: Arc<dyn Progress>,
 ) -> Result<Summary, RunError> {
+    match run_eval_until(
+        config,
+        conc,
+        start,
+        allow_drift,
+        progress,
+        std::future::pending(),
+    )
+    .await?
+    {
+        EvalOutcome::Finished(s) | EvalOutcome::Interrupted(s) => Ok(s),
+    }
+}
+
+/// [`run_eval`] that stops cleanly when `stop` completes (see [`join_all`]).
+pub async fn run_eval_until(
+    config: RunConfig,
+    conc: Concurrency,
+    start: Start,
+    allow_drift: bool,
+    progress: Arc<dyn Progress>,
+    stop: impl Future<Output = ()>,
+) -> Result<EvalOutcome, RunError> {
     let h = prepare(config, conc, &start, allow_drift).await?;
+    progress.started(h.store.dir(), matches!(start, Start::Resume { .. }));
     let attempt = h.store.attempts()?;
-    let judge_hash = h.judge.hash();
+    let judge_hash = h.judge_hash.clone();
     let work = remaining_work(&h, &judge_hash)?;
     progress.planned(
         work.planned.len() as u64,
@@ -317,7 +430,7 @@ pub async fn run_eval(
         judge_hash: judge_hash.clone(),
         reward: h.assets.reward.clone(),
         rubric: Arc::clone(&h.assets.rubric),
-        calibration,
+        calibration: h.assets.calibration.clone(),
     };
     let profiles: BTreeMap<&str, &Profile> = h
         .assets
@@ -333,6 +446,7 @@ pub async fn run_eval(
     for s in work.unjudged {
         let (ctx, progress) = (ctx.clone(), Arc::clone(&progress));
         tasks.spawn(async move {
+            progress.judging(&s.id);
             let judged = judge_and_store(&ctx, &s).await?;
             progress.judged(&s.id, judged.scored);
             Ok(())
@@ -352,8 +466,11 @@ pub async fn run_eval(
             Arc::clone(&progress),
         ));
     }
-    join_all(tasks).await?;
+    let finished = join_all(tasks, stop).await?;
     let summary = summarize(&h.store, &judge_hash, &work.planned, &h.assets)?;
+    if !finished {
+        return Ok(EvalOutcome::Interrupted(summary));
+    }
     h.store.write_json("summary.json", &summary)?;
-    Ok(summary)
+    Ok(EvalOutcome::Finished(summary))
 }

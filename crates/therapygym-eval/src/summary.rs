@@ -70,13 +70,29 @@ pub struct RewardSummary {
     pub mean: Option<f64>,
     pub ci95: Option<[f64; 2]>,
     pub n: u64,
+    /// Scored sessions whose reward could not be computed, and why (the reason is also kept
+    /// with each judgment row).
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub error_reasons: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub run_dir: String,
     pub judge_hash: String,
+    /// The judge (model spec) of the judgment set.
+    #[serde(default)]
+    pub judge: Option<String>,
+    /// The judgment set applies a calibration map (its sha256); calibrated means are then in
+    /// `ctrs.items.*.calibrated_mean`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
     pub sessions: SessionCounts,
+    /// Failed sessions grouped by reason (role and error, without ids and timings).
+    #[serde(default)]
+    pub failure_reasons: BTreeMap<String, u64>,
     pub unscored_rate: Option<f64>,
     pub unscored_reasons: BTreeMap<String, u64>,
     pub ctrs: CtrsSummary,
@@ -138,6 +154,7 @@ struct Tally<'a> {
     label_flags: BTreeMap<&'a str, Vec<f64>>,
     any: Vec<f64>,
     rewards: Vec<f64>,
+    reward_errors: BTreeMap<String, u64>,
     unscored: u64,
     unjudged: u64,
     reasons: BTreeMap<String, u64>,
@@ -164,6 +181,7 @@ impl<'a> Tally<'a> {
                 .collect(),
             any: Vec::new(),
             rewards: Vec::new(),
+            reward_errors: BTreeMap::new(),
             unscored: 0,
             unjudged: 0,
             reasons: BTreeMap::new(),
@@ -216,6 +234,8 @@ impl<'a> Tally<'a> {
         self.any.push(if any_flag { 1.0 } else { 0.0 });
         if let Some(r) = row.reward {
             self.rewards.push(r);
+        } else if let Some(e) = therapygym_run::reward_error(row) {
+            *self.reward_errors.entry(e.to_string()).or_default() += 1;
         }
     }
 
@@ -291,6 +311,25 @@ pub fn summarize(
         .iter()
         .filter(|(id, s)| **s == SessionStatus::Failed && in_plan(id))
         .count() as u64;
+    let errors = store.session_errors()?;
+    let mut failure_reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, e) in &errors {
+        if statuses.get(id) == Some(&SessionStatus::Failed) && in_plan(id) {
+            *failure_reasons.entry(failure_reason(e)).or_default() += 1;
+        }
+    }
+    let set = store
+        .judge_sets()?
+        .into_iter()
+        .find(|s| s.hash == judge_hash);
+    let judge = set
+        .as_ref()
+        .and_then(|s| s.identity["model"].as_str().map(String::from));
+    let calibration = set.as_ref().and_then(|s| {
+        s.identity["calibration"]["sha256"]
+            .as_str()
+            .map(String::from)
+    });
     let mut tally = Tally::new(assets);
     for id in &completed {
         tally.add(judgments.get(*id));
@@ -299,6 +338,9 @@ pub fn summarize(
     Ok(Summary {
         run_dir: store.dir().display().to_string(),
         judge_hash: judge_hash.to_string(),
+        judge,
+        calibration,
+        failure_reasons,
         sessions: SessionCounts {
             planned: planned.len().max(statuses.len()) as u64,
             completed: completed.len() as u64,
@@ -318,15 +360,48 @@ pub fn summarize(
             mean: mean(&tally.rewards),
             ci95: ci95(&tally.rewards),
             n: tally.rewards.len() as u64,
+            errors: tally.reward_errors.values().sum(),
+            error_reasons: tally.reward_errors.clone(),
         },
         attempts: store.attempts()?,
         usage: store.usage_by_role(judge_hash)?,
     })
 }
 
+/// A failed session's error as a reason shared by sessions that failed alike: the profile id,
+/// turn number and retry timings are dropped (`therapist: scripted server error (HTTP 500)`).
+pub fn failure_reason(error: &str) -> String {
+    let mut s = error.trim().to_string();
+    // "ROLE turn N of profile `ID` failed: MESSAGE" (the session runner's wording).
+    if let Some((head, rest)) = s.split_once(" failed: ")
+        && let Some((role, _)) = head.split_once(" turn ")
+        && head.contains(" of profile `")
+    {
+        s = format!("{role}: {rest}");
+    }
+    // "… (after N attempts in X s)" (the retry layer's suffix).
+    if let Some(i) = s.rfind(" (after ")
+        && s.ends_with(" s)")
+    {
+        s.truncate(i);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_group_by_role_and_error() {
+        assert_eq!(
+            failure_reason(
+                "therapist turn 1 of profile `tg-002` failed: scripted server error (HTTP 500) (after 5 attempts in 6.0 s)"
+            ),
+            "therapist: scripted server error (HTTP 500)"
+        );
+        assert_eq!(failure_reason("expired: ttl"), "expired: ttl");
+    }
 
     #[test]
     fn t_interval() {

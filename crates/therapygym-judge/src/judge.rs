@@ -20,6 +20,7 @@ pub struct JudgeConfig {
     pub retries: u32,
     /// Independent judgments per session, aggregated (median per item, majority per label).
     pub samples: u32,
+    #[serde(serialize_with = "therapygym_models::f32_as_written")]
     pub temperature: f32,
     pub max_tokens: u32,
     /// Longest rationale/evidence string the schema allows.

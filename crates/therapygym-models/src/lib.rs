@@ -34,4 +34,6 @@ pub use request::{ChatMessage, ChatRequest, ChatResponse, FinishReason, Role, Sa
 pub use retry::{RetryPolicy, Timeouts};
 pub use scripted::ScriptedBackend;
 pub use spec::{ModelSpec, ScriptedMode, redact_spec};
-pub use util::{is_loopback_url, redact_text, redact_url, seed_from_str, sha256_hex};
+pub use util::{
+    f32_as_written, is_loopback_url, redact_text, redact_url, seed_from_str, sha256_hex,
+};

@@ -54,7 +54,9 @@ impl ChatMessage {
 /// otherwise apply their own defaults, which would make runs irreproducible).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
+    #[serde(serialize_with = "crate::util::f32_as_written")]
     pub temperature: f32,
+    #[serde(serialize_with = "crate::util::f32_as_written")]
     pub top_p: f32,
     pub max_tokens: u32,
     /// Masked to 31 bits by the local backend (llama.cpp takes a u32 seed).

@@ -48,22 +48,19 @@ impl ScriptedBackend {
     }
 
     /// The well-behaved reply: a schema-valid value when a schema is asked, else text.
-    fn good_reply(&self, req: &ChatRequest, text: Option<&str>, fault: Fault) -> String {
+    fn good_reply(&self, req: &ChatRequest, fault: Fault) -> String {
         match &req.json_schema {
             Some(schema) => {
                 let seed = seed_from_str(&req.fingerprint());
                 schema_gen::generate(schema, seed, fault).to_string()
             }
-            None => match text {
-                Some(t) => t.to_string(),
-                None => req
-                    .messages
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == Role::User)
-                    .map(|m| m.content.clone())
-                    .unwrap_or_else(|| "(nothing to echo)".to_string()),
-            },
+            None => req
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map(|m| m.content.clone())
+                .unwrap_or_else(|| "(nothing to echo)".to_string()),
         }
     }
 }
@@ -97,11 +94,13 @@ impl ChatBackend for ScriptedBackend {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let ok = |text: String| Ok(respond(req, text, FinishReason::Stop, started));
         match &self.mode {
-            ScriptedMode::Echo => ok(self.good_reply(req, None, Fault::None)),
-            ScriptedMode::Fixed(t) => ok(self.good_reply(req, Some(t), Fault::None)),
+            ScriptedMode::Echo => ok(self.good_reply(req, Fault::None)),
+            // TEXT as given, even under a JSON schema: a test can feed the judge any reply
+            // (a schema failure included). `echo` is the schema-valid deterministic reply.
+            ScriptedMode::Fixed(t) => ok(t.clone()),
             ScriptedMode::Slow(d) => {
                 tokio::time::sleep(*d).await;
-                ok(self.good_reply(req, None, Fault::None))
+                ok(self.good_reply(req, Fault::None))
             }
             ScriptedMode::Flaky(n) => {
                 if self.failures_for(req) < *n {
@@ -110,7 +109,7 @@ impl ChatBackend for ScriptedBackend {
                             .with_status(503),
                     )
                 } else {
-                    ok(self.good_reply(req, None, Fault::None))
+                    ok(self.good_reply(req, Fault::None))
                 }
             }
             ScriptedMode::RateLimit { secs, times } => {
@@ -121,7 +120,7 @@ impl ChatBackend for ScriptedBackend {
                             .with_retry_after(Some(Duration::from_secs(*secs))),
                     )
                 } else {
-                    ok(self.good_reply(req, None, Fault::None))
+                    ok(self.good_reply(req, Fault::None))
                 }
             }
             ScriptedMode::Http500 { times } => {
@@ -131,14 +130,14 @@ impl ChatBackend for ScriptedBackend {
                             .with_status(500),
                     )
                 } else {
-                    ok(self.good_reply(req, None, Fault::None))
+                    ok(self.good_reply(req, Fault::None))
                 }
             }
             ScriptedMode::MalformedJson { times } => {
                 if self.misbehave(call, *times) {
                     ok("{\"ctrs\": {\"agenda\": {\"rationale\": \"unterminated".to_string())
                 } else {
-                    ok(self.good_reply(req, None, Fault::None))
+                    ok(self.good_reply(req, Fault::None))
                 }
             }
             ScriptedMode::OutOfRange { times } => {
@@ -147,7 +146,7 @@ impl ChatBackend for ScriptedBackend {
                 } else {
                     Fault::None
                 };
-                ok(self.good_reply(req, None, fault))
+                ok(self.good_reply(req, fault))
             }
             ScriptedMode::MissingItem { times } => {
                 let fault = if self.misbehave(call, *times) {
@@ -155,10 +154,10 @@ impl ChatBackend for ScriptedBackend {
                 } else {
                     Fault::None
                 };
-                ok(self.good_reply(req, None, fault))
+                ok(self.good_reply(req, fault))
             }
             ScriptedMode::Truncated { times } => {
-                let full = self.good_reply(req, None, Fault::None);
+                let full = self.good_reply(req, Fault::None);
                 if self.misbehave(call, *times) {
                     let cut: String = full.chars().take(full.chars().count() / 2).collect();
                     Ok(respond(req, cut, FinishReason::Length, started))
@@ -206,13 +205,17 @@ mod tests {
         assert_eq!(b.complete(&req()).await.unwrap().text, "I can't sleep.");
         let b = ScriptedBackend::new(ScriptedMode::Fixed("hello".into()));
         assert_eq!(b.complete(&req()).await.unwrap().text, "hello");
+        // Under a schema too: the reply is TEXT as given, so schema failures can be tested.
+        let schema = json!({"type": "object"});
+        let r = req().with_schema("t", schema);
+        assert_eq!(b.complete(&r).await.unwrap().text, "hello");
     }
 
     #[tokio::test]
     async fn schema_requests_get_seeded_valid_json() {
         let schema = json!({"type": "object", "required": ["score"], "additionalProperties": false,
             "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 6}}});
-        let b = ScriptedBackend::new(ScriptedMode::Fixed("ignored".into()));
+        let b = ScriptedBackend::new(ScriptedMode::Echo);
         let mut r = req().with_schema("t", schema.clone());
         let validator = jsonschema::validator_for(&schema).unwrap();
         let mut seen = std::collections::HashSet::new();

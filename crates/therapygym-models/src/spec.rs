@@ -49,7 +49,7 @@ pub fn redact_spec(spec: &str) -> String {
 pub enum ScriptedMode {
     /// Reply with the last user message (or a schema-valid value when a schema is asked).
     Echo,
-    /// Reply with this text (or a schema-valid value when a schema is asked).
+    /// Reply with this text as given, under a JSON schema too (to test schema failures).
     Fixed(String),
     /// Like `echo`, after sleeping this long.
     Slow(Duration),

@@ -155,3 +155,28 @@ mod tests {
         assert!((0..=6).contains(&x));
     }
 }
+
+/// Serialises an `f32` as the decimal it was written as (`0.7`), not as the nearest `f64`
+/// (`0.699999988079071`, what `serde_json::Value` would otherwise hold): manifests and hashes
+/// show settings as the user gave them.
+pub fn f32_as_written<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+    let v = x.to_string().parse::<f64>().unwrap_or(f64::from(*x));
+    s.serialize_f64(v)
+}
+
+#[cfg(test)]
+mod float_tests {
+    #[derive(serde::Serialize)]
+    struct T {
+        #[serde(serialize_with = "super::f32_as_written")]
+        x: f32,
+    }
+
+    #[test]
+    fn floats_are_written_as_given() {
+        let v = serde_json::to_value(T { x: 0.7 }).unwrap_or_default();
+        assert_eq!(v.to_string(), r#"{"x":0.7}"#);
+        let s = serde_json::to_string(&T { x: 0.95 }).unwrap_or_default();
+        assert_eq!(s, r#"{"x":0.95}"#);
+    }
+}

@@ -10,7 +10,7 @@ use therapygym_core::{
     DataError, ProfileSet, RewardConfig, Rubric, Taxonomy, Template, Vocabulary, builtin,
     load_profiles,
 };
-use therapygym_judge::{Judge, JudgeConfig};
+use therapygym_judge::{Calibration, Judge, JudgeConfig};
 use therapygym_models::Model;
 use therapygym_session::{SessionConfig, SessionRunner};
 
@@ -30,6 +30,10 @@ pub struct AssetSources {
     pub judge_system_prompt: Option<PathBuf>,
     pub judge_user_prompt: Option<PathBuf>,
     pub reward_config: Option<PathBuf>,
+    /// A calibration map (from `validate --fit-calibration`): calibrated scores are stored
+    /// beside raw ones, and the map is part of the judgment set's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<PathBuf>,
 }
 
 impl AssetSources {
@@ -52,6 +56,7 @@ pub struct Assets {
     pub judge_system: Template,
     pub judge_user: Template,
     pub reward: RewardConfig,
+    pub calibration: Option<Arc<Calibration>>,
 }
 
 fn template(path: &Option<PathBuf>, default: Template) -> Result<Template, DataError> {
@@ -108,8 +113,13 @@ impl Assets {
                 m,
             )
         })?;
+        let calibration = match &src.calibration {
+            Some(p) => Some(Arc::new(Calibration::load(p)?)),
+            None => None,
+        };
         let (js, ju) = builtin::judge_prompts();
         Ok(Assets {
+            calibration,
             therapist_prompt: builtin::therapist_prompt(&src.therapist_prompt)?,
             patient_prompt: template(&src.patient_prompt, builtin::patient_prompt())?,
             judge_system: template(&src.judge_system_prompt, js)?,
@@ -120,6 +130,30 @@ impl Assets {
             profiles,
             reward,
         })
+    }
+
+    /// Loads the data of a run whose settings name files relative to `dir` (its run directory,
+    /// see [`crate::inputs`]). Names that go into the manifest (profile source, template names)
+    /// stay the relative ones, so the config hash does not depend on where the run lives.
+    pub fn load_in(src: &AssetSources, dir: &Path) -> Result<Assets, DataError> {
+        let mut a = Assets::load(&src.resolved_in(dir))?;
+        if let Some(p) = &src.profiles {
+            a.profiles.source = p.clone();
+        }
+        let named = [
+            (&mut a.patient_prompt, &src.patient_prompt),
+            (&mut a.judge_system, &src.judge_system_prompt),
+            (&mut a.judge_user, &src.judge_user_prompt),
+        ];
+        for (t, p) in named {
+            if let Some(p) = p {
+                t.name = p.display().to_string();
+            }
+        }
+        if !crate::inputs::builtin_prompt(&src.therapist_prompt) {
+            a.therapist_prompt.name = src.therapist_prompt.clone();
+        }
+        Ok(a)
     }
 
     /// The judge of this run's rubric, taxonomy and judge prompts on `model`.
@@ -153,7 +187,7 @@ impl Assets {
 
     /// The data half of a manifest: ids, versions and hashes of everything used.
     pub fn manifest_part(&self) -> Value {
-        json!({
+        let mut part = json!({
             "prompts": {
                 "therapist_system": {"name": self.therapist_prompt.name, "sha256": self.therapist_prompt.hash()},
                 "patient": {"name": self.patient_prompt.name, "sha256": self.patient_prompt.hash()},
@@ -165,7 +199,14 @@ impl Assets {
             "vocabulary": {"version": self.vocab.version, "sha256": therapygym_core::hash::content_hash(&*self.vocab)},
             "profiles": {"source": display(&self.profiles.source), "set_sha256": self.profiles.hash(), "ids": self.profiles.ids()},
             "reward": {"id": self.reward.id, "sha256": self.reward.hash(), "config": self.reward},
-        })
+        });
+        if let (Some(c), Some(obj)) = (&self.calibration, part.as_object_mut()) {
+            obj.insert(
+                "calibration".into(),
+                json!({"sha256": c.hash(), "items": c.items.keys().collect::<Vec<_>>()}),
+            );
+        }
+        part
     }
 
     /// A run's manifest (eval, train, serve): what every manifest carries (schema revision,

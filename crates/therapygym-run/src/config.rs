@@ -62,6 +62,25 @@ fn redacted<S: serde::Serializer>(spec: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&therapygym_models::redact_spec(spec))
 }
 
+/// The judge's reply budget on a local model (llama.cpp on a CPU), chosen from measurement: a
+/// 135M judge on 2 cores decodes ~10 tokens/s, and the reply (11 items and 4 labels, each with
+/// a short rationale) is ~500 tokens at 40 characters per rationale, against ~1,700 at 300.
+/// 1,024 tokens leaves room for the longest rationale the schema allows.
+pub const LOCAL_JUDGE_MAX_TOKENS: u32 = 1024;
+/// Longest rationale/evidence string a local judge writes (see [`LOCAL_JUDGE_MAX_TOKENS`]).
+pub const LOCAL_JUDGE_RATIONALE_CHARS: u32 = 40;
+
+/// The judge settings a run starts from for a judge spec: the defaults, with a shorter reply
+/// budget for a local model (an unparseable spec gets the defaults; opening it reports it).
+pub fn judge_config_for(spec: &str) -> JudgeConfig {
+    let mut c = JudgeConfig::default();
+    if spec.parse::<ModelSpec>().is_ok_and(|s| s.is_local()) {
+        c.max_tokens = LOCAL_JUDGE_MAX_TOKENS;
+        c.rationale_max_chars = LOCAL_JUDGE_RATIONALE_CHARS;
+    }
+    c
+}
+
 /// Model options for a role. A local model serves every role from one worker, so a call may
 /// queue behind the others' generations: its attempt timeout must cover that wait.
 pub fn model_options(spec: &ModelSpec, concurrency: usize) -> ModelOptions {

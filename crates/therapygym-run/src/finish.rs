@@ -62,13 +62,29 @@ pub fn record_of(
     }
 }
 
+/// The identity and hash of a judgment set: the judge's own identity, plus the calibration map
+/// when one is applied, so calibrated and uncalibrated judgments never share a set. Without a
+/// map the identity is the judge's alone (hashes of earlier runs are unchanged).
+pub fn judge_set(judge: &Judge, calibration: Option<&Calibration>) -> (String, Value) {
+    let mut identity = judge.identity();
+    if let (Some(c), Some(obj)) = (calibration, identity.as_object_mut()) {
+        obj.insert(
+            "calibration".into(),
+            serde_json::json!({"sha256": c.hash(), "fitted_on": c.fitted_on}),
+        );
+    }
+    (therapygym_core::hash::content_hash(&identity), identity)
+}
+
 /// What judging a stored session gave.
 #[derive(Debug, Clone)]
 pub struct Judged {
     /// The judge's verdict was scored.
     pub scored: bool,
-    /// The session's reward; `None` when unscored (never 0).
+    /// The session's reward; `None` when unscored (never 0) or when it could not be computed.
     pub reward: Option<RewardBreakdown>,
+    /// Why a scored session has no reward (kept with its judgment row).
+    pub reward_error: Option<String>,
 }
 
 /// Judges one stored session and commits the judgment and its reward.
@@ -76,21 +92,28 @@ pub async fn judge_and_store(h: &JudgeCtx, s: &SessionRecord) -> Result<Judged, 
     let seed = therapygym_core::seed::derive("judge", &s.profile_id, s.seed, None);
     let record: JudgeRecord = h.judge.judge(&s.transcript, seed).await;
     let reward = session_reward(&h.reward, &h.rubric, &s.transcript, &record.verdict);
-    store_judgment(h, &s.id, &record, reward.as_ref())?;
+    store_judgment_reward(h, &s.id, &record, &reward)?;
+    let (reward, reward_error) = match reward {
+        Ok(r) => (r, None),
+        Err(e) => (None, Some(e)),
+    };
     Ok(Judged {
         scored: record.verdict.judgment().is_some(),
         reward,
+        reward_error,
     })
 }
 
-/// The reward of a judged transcript: `None` when the verdict is unscored (never 0). The
-/// therapist's text feeds text terms; a last therapist turn cut at max_tokens is "truncated".
+/// The reward of a judged transcript: `Ok(None)` when the verdict is unscored (never 0), `Err`
+/// with the reason when a scored verdict gives no reward (e.g. an item the reward weights is
+/// not scored). The therapist's text feeds text terms; a last therapist turn cut at max_tokens
+/// is "truncated".
 pub fn session_reward(
     reward: &RewardConfig,
     rubric: &Rubric,
     transcript: &Transcript,
     verdict: &Verdict,
-) -> Option<RewardBreakdown> {
+) -> Result<Option<RewardBreakdown>, String> {
     let therapist_text: String = transcript
         .turns
         .iter()
@@ -107,8 +130,18 @@ pub fn session_reward(
     match verdict {
         Verdict::Scored { judgment } => reward
             .compute(judgment, rubric, &therapist_text, truncated)
-            .ok(),
-        Verdict::Unscored { .. } => None,
+            .map(Some)
+            .map_err(|e| format!("reward `{}`: {e}", reward.id)),
+        Verdict::Unscored { .. } => Ok(None),
+    }
+}
+
+/// The reason a stored judgment row has no reward although it is scored: its breakdown is
+/// `{"error": REASON}` (see [`store_judgment_reward`]).
+pub fn reward_error(row: &JudgmentRow) -> Option<&str> {
+    match (&row.reward, &row.reward_breakdown) {
+        (None, Some(b)) => b.get("error").and_then(Value::as_str),
+        _ => None,
     }
 }
 
@@ -120,6 +153,25 @@ pub fn store_judgment(
     record: &JudgeRecord,
     breakdown: Option<&RewardBreakdown>,
 ) -> Result<(), RunError> {
+    store_judgment_reward(h, session_id, record, &Ok(breakdown.cloned()))
+}
+
+/// [`store_judgment`] with the reward's outcome: a reward that could not be computed is stored
+/// as `reward = null` with the breakdown `{"error": REASON}`, so the row says why.
+pub fn store_judgment_reward(
+    h: &JudgeCtx,
+    session_id: &str,
+    record: &JudgeRecord,
+    reward: &Result<Option<RewardBreakdown>, String>,
+) -> Result<(), RunError> {
+    let (breakdown, reward_breakdown) = match reward {
+        Ok(b) => (
+            b.as_ref(),
+            b.as_ref()
+                .map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
+        ),
+        Err(e) => (None, Some(serde_json::json!({"error": e}))),
+    };
     let calibrated = match (&h.calibration, record.verdict.judgment()) {
         (Some(c), Some(j)) => Some(c.apply(j)),
         _ => None,
@@ -130,11 +182,56 @@ pub fn store_judgment(
         verdict: record.verdict.clone(),
         record: serde_json::to_value(record).unwrap_or(Value::Null),
         reward: breakdown.map(|b| b.reward),
-        reward_breakdown: breakdown.map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
+        reward_breakdown,
         calibrated,
         attempts: record.attempts(),
         created_at: therapygym_store::timestamp(),
     };
     h.store.insert_judgment(&row)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use therapygym_core::{ItemScore, Judgment, Turn, builtin};
+
+    #[test]
+    fn a_reward_that_cannot_be_computed_keeps_its_reason() {
+        let rubric = builtin::rubric().unwrap();
+        let reward = builtin::reward_config().unwrap();
+        let transcript = Transcript {
+            turns: vec![Turn::new(Speaker::Therapist, "hi")],
+        };
+        // A scored verdict that lacks an item the reward weights.
+        let mut ctrs = std::collections::BTreeMap::new();
+        ctrs.insert(
+            "agenda".to_string(),
+            ItemScore {
+                score: 3,
+                rationale: String::new(),
+            },
+        );
+        let verdict = Verdict::Scored {
+            judgment: Judgment {
+                ctrs,
+                safety: Default::default(),
+            },
+        };
+        let e = session_reward(&reward, &rubric, &transcript, &verdict).unwrap_err();
+        assert!(e.contains("is not scored"), "{e}");
+        let row = JudgmentRow {
+            session_id: "s".into(),
+            judge_hash: "h".into(),
+            verdict,
+            record: Value::Null,
+            reward: None,
+            reward_breakdown: Some(serde_json::json!({"error": e})),
+            calibrated: None,
+            attempts: 1,
+            created_at: String::new(),
+        };
+        assert!(reward_error(&row).unwrap().contains("is not scored"));
+    }
 }

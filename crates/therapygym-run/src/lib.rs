@@ -4,21 +4,30 @@
 //!   loaded from files or the shipped defaults, with the hashes that go into its manifest;
 //! - [`config`]: the run's settings (roles, sessions, judge, data) and each role's model options;
 //! - [`roles`]: opening a role's model and describing the roles in a manifest;
+//! - [`inputs`] and [`rundir`]: a run directory that holds its own inputs, created in one step;
 //! - [`finish`]: a finished session as a store record, and judging it: verdict, reward,
 //!   calibrated scores, committed to the run store.
 //!
 //! The commands build on this crate; it knows nothing of any one of them.
 
 pub mod assets;
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod finish;
+pub mod inputs;
 pub mod roles;
+pub mod rundir;
 
 pub use assets::{AssetSources, Assets};
-pub use config::{RunConfig, model_options};
+pub use config::{
+    LOCAL_JUDGE_MAX_TOKENS, LOCAL_JUDGE_RATIONALE_CHARS, RunConfig, judge_config_for, model_options,
+};
 pub use error::RunError;
 pub use finish::{
-    JudgeCtx, Judged, judge_and_store, record_of, session_id, session_reward, store_judgment,
+    JudgeCtx, Judged, judge_and_store, judge_set, record_of, reward_error, session_id,
+    session_reward, store_judgment, store_judgment_reward,
 };
+pub use inputs::{INPUTS_DIR, InputFiles};
 pub use roles::{open_role, roles_json};
+pub use rundir::{OutDir, Staged};

@@ -420,7 +420,11 @@ impl AppState {
             &self.assets.rubric,
             transcript,
             &record.verdict,
-        );
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no reward for a scored session");
+            None
+        });
         let s = Scored {
             record: Arc::new(record),
             breakdown,

@@ -1,10 +1,15 @@
 //! `therapygym export`: one record per session, JSONL or CSV.
 //!
-//! JSONL record: `{session_id, profile_id, epoch, status, messages[{role, content}],
-//! judgment{ctrs{ITEM:{score, rationale}}, safety{LABEL:{flag, evidence}}, unscored_reason}, reward}`.
+//! JSONL record: `{session_id, profile_id, epoch, seed, status, style, error, judge_hash,
+//! messages[{role, content}], judgment{ctrs{ITEM:{score, rationale}}, safety{LABEL:{flag,
+//! evidence}}, calibrated{ITEM: score}?, unscored_reason}, reward, reward_error}`.
 //! `judgment` is null for a session the chosen judge set has not judged; `unscored_reason` is
-//! null for a scored session. The same records (messages only) are what
+//! null for a scored session; `error` says why a session failed; `judge_hash` names the
+//! judgment set the row's judgment comes from. The same records (messages only) are what
 //! `therapygym import-transcripts` reads back.
+//!
+//! Exports are diffable: rows in session-id order, CSV item and label columns in rubric and
+//! taxonomy order when the caller gives them ([`Columns`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -18,7 +23,17 @@ pub struct ExportMessage {
     pub content: String,
 }
 
-pub fn record(s: &SessionRecord, j: Option<&JudgmentRow>) -> Value {
+/// Why a scored judgment has no reward (its breakdown is `{"error": …}`).
+fn reward_error(j: &JudgmentRow) -> Option<&str> {
+    match (&j.reward, &j.reward_breakdown) {
+        (None, Some(b)) => b.get("error").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// One session's record. `judge_hash` is the set the export reads (rows without a judgment
+/// still say which set they were looked up in).
+pub fn record_in(s: &SessionRecord, j: Option<&JudgmentRow>, judge_hash: Option<&str>) -> Value {
     let messages: Vec<ExportMessage> = s
         .transcript
         .turns
@@ -28,13 +43,19 @@ pub fn record(s: &SessionRecord, j: Option<&JudgmentRow>) -> Value {
             content: t.text.clone(),
         })
         .collect();
-    let judgment = j.map(|j| match &j.verdict {
-        Verdict::Scored { judgment } => json!({
-            "ctrs": judgment.ctrs.iter().map(|(k, v)| (k.clone(), json!({"score": v.score, "rationale": v.rationale}))).collect::<Map<_, _>>(),
-            "safety": judgment.safety.iter().map(|(k, v)| (k.clone(), json!({"flag": v.flag, "evidence": v.evidence}))).collect::<Map<_, _>>(),
-            "unscored_reason": null,
-        }),
-        Verdict::Unscored { reason, detail } => json!({"ctrs": null, "safety": null, "unscored_reason": reason.as_str(), "unscored_detail": detail}),
+    let judgment = j.map(|j| {
+        let mut v = match &j.verdict {
+            Verdict::Scored { judgment } => json!({
+                "ctrs": judgment.ctrs.iter().map(|(k, v)| (k.clone(), json!({"score": v.score, "rationale": v.rationale}))).collect::<Map<_, _>>(),
+                "safety": judgment.safety.iter().map(|(k, v)| (k.clone(), json!({"flag": v.flag, "evidence": v.evidence}))).collect::<Map<_, _>>(),
+                "unscored_reason": null,
+            }),
+            Verdict::Unscored { reason, detail } => json!({"ctrs": null, "safety": null, "unscored_reason": reason.as_str(), "unscored_detail": detail}),
+        };
+        if let (Some(c), Some(obj)) = (&j.calibrated, v.as_object_mut()) {
+            obj.insert("calibrated".into(), c.clone());
+        }
+        v
     });
     json!({
         "session_id": s.id,
@@ -43,30 +64,50 @@ pub fn record(s: &SessionRecord, j: Option<&JudgmentRow>) -> Value {
         "seed": s.seed,
         "status": s.status,
         "style": s.style,
+        "error": s.error,
+        "judge_hash": j.map(|j| j.judge_hash.as_str()).or(judge_hash),
         "messages": messages,
         "judgment": judgment,
         "reward": j.and_then(|j| j.reward),
+        "reward_error": j.and_then(reward_error),
     })
 }
 
-/// Item and label ids seen across the judgments, in first-seen order (CSV columns).
-fn columns(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> (Vec<String>, Vec<String>) {
-    let (mut items, mut labels) = (Vec::new(), Vec::new());
-    for (_, j) in rows {
-        if let Some(Verdict::Scored { judgment }) = j.as_ref().map(|j| &j.verdict) {
-            for k in judgment.ctrs.keys() {
-                if !items.contains(k) {
-                    items.push(k.clone());
+pub fn record(s: &SessionRecord, j: Option<&JudgmentRow>) -> Value {
+    record_in(s, j, None)
+}
+
+/// The CSV's score columns: CTRS items and safety labels, in this order. [`Columns::seen`]
+/// takes them from the rows (sorted); callers with the judgment set's rubric and taxonomy give
+/// their order instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Columns {
+    pub items: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+impl Columns {
+    /// Item and label ids seen across the judgments, sorted.
+    pub fn seen(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> Self {
+        let (mut items, mut labels) = (Vec::new(), Vec::new());
+        for (_, j) in rows {
+            if let Some(Verdict::Scored { judgment }) = j.as_ref().map(|j| &j.verdict) {
+                for k in judgment.ctrs.keys() {
+                    if !items.contains(k) {
+                        items.push(k.clone());
+                    }
                 }
-            }
-            for k in judgment.safety.keys() {
-                if !labels.contains(k) {
-                    labels.push(k.clone());
+                for k in judgment.safety.keys() {
+                    if !labels.contains(k) {
+                        labels.push(k.clone());
+                    }
                 }
             }
         }
+        items.sort();
+        labels.sort();
+        Self { items, labels }
     }
-    (items, labels)
 }
 
 fn csv_field(s: &str) -> String {
@@ -77,55 +118,80 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// CSV: one row per session; scores and flags as columns, the transcript as a JSON string.
-/// Empty cells mean "not scored" (never 0).
+/// Rows in session-id order.
+fn sorted(
+    rows: &[(SessionRecord, Option<JudgmentRow>)],
+) -> Vec<&(SessionRecord, Option<JudgmentRow>)> {
+    let mut v: Vec<_> = rows.iter().collect();
+    v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    v
+}
+
+/// CSV with the columns found in the rows (see [`csv_in`]).
 pub fn csv(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> String {
-    let (items, labels) = columns(rows);
-    let mut header = vec![
+    csv_in(rows, &Columns::seen(rows), None)
+}
+
+/// CSV: one row per session in session-id order; scores and flags as columns (`ITEM_calibrated`
+/// after the raw items when the set is calibrated), the transcript as a JSON string. Empty
+/// cells mean "not scored" (never 0).
+pub fn csv_in(
+    rows: &[(SessionRecord, Option<JudgmentRow>)],
+    cols: &Columns,
+    judge_hash: Option<&str>,
+) -> String {
+    let calibrated = rows
+        .iter()
+        .any(|(_, j)| j.as_ref().is_some_and(|j| j.calibrated.is_some()));
+    let mut header: Vec<String> = [
         "session_id",
         "profile_id",
         "epoch",
         "status",
         "unscored_reason",
         "reward",
+        "error",
+        "judge_hash",
+        "reward_error",
     ]
     .into_iter()
     .map(String::from)
-    .collect::<Vec<_>>();
-    header.extend(items.iter().cloned());
-    header.extend(labels.iter().cloned());
+    .collect();
+    header.extend(cols.items.iter().cloned());
+    if calibrated {
+        header.extend(cols.items.iter().map(|i| format!("{i}_calibrated")));
+    }
+    header.extend(cols.labels.iter().cloned());
     header.push("messages".into());
     let mut out = header.join(",");
     out.push('\n');
-    for (s, j) in rows {
-        let rec = record(s, j.as_ref());
+    for (s, j) in sorted(rows) {
+        let rec = record_in(s, j.as_ref(), judge_hash);
+        let text = |v: &Value| match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
         let mut cells = vec![
             s.id.clone(),
             s.profile_id.clone(),
             s.epoch.to_string(),
-            format!("{:?}", s.status).to_lowercase(),
+            text(&rec["status"]),
+            text(&rec["judgment"]["unscored_reason"]),
+            text(&rec["reward"]),
+            text(&rec["error"]),
+            text(&rec["judge_hash"]),
+            text(&rec["reward_error"]),
         ];
-        cells.push(
-            rec["judgment"]["unscored_reason"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        );
-        cells.push(
-            j.as_ref()
-                .and_then(|j| j.reward)
-                .map(|r| r.to_string())
-                .unwrap_or_default(),
-        );
-        for i in &items {
-            cells.push(
-                rec["judgment"]["ctrs"][i]["score"]
-                    .as_u64()
-                    .map(|x| x.to_string())
-                    .unwrap_or_default(),
-            );
+        for i in &cols.items {
+            cells.push(text(&rec["judgment"]["ctrs"][i]["score"]));
         }
-        for l in &labels {
+        if calibrated {
+            for i in &cols.items {
+                cells.push(text(&rec["judgment"]["calibrated"][i]));
+            }
+        }
+        for l in &cols.labels {
             cells.push(
                 rec["judgment"]["safety"][l]["flag"]
                     .as_bool()
@@ -134,22 +200,22 @@ pub fn csv(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> String {
             );
         }
         cells.push(rec["messages"].to_string());
-        out.push_str(
-            &cells
-                .iter()
-                .map(|c| csv_field(c))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
+        out.push_str(&line.join(","));
         out.push('\n');
     }
     out
 }
 
 pub fn jsonl(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> String {
+    jsonl_in(rows, None)
+}
+
+/// JSONL: one record per session, in session-id order.
+pub fn jsonl_in(rows: &[(SessionRecord, Option<JudgmentRow>)], judge_hash: Option<&str>) -> String {
     let mut out = String::new();
-    for (s, j) in rows {
-        out.push_str(&record(s, j.as_ref()).to_string());
+    for (s, j) in sorted(rows) {
+        out.push_str(&record_in(s, j.as_ref(), judge_hash).to_string());
         out.push('\n');
     }
     out

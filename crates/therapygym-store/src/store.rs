@@ -124,6 +124,36 @@ impl JudgeSet {
     }
 }
 
+impl JudgeSet {
+    /// The judge (model spec) of this set.
+    pub fn judge_spec(&self) -> &str {
+        self.identity["model"].as_str().unwrap_or("unknown judge")
+    }
+
+    /// One line per set: hash, date, judge (and calibration), for messages and listings.
+    pub fn listing(sets: &[JudgeSet]) -> String {
+        if sets.is_empty() {
+            return "  (none)".into();
+        }
+        sets.iter()
+            .map(|s| {
+                let cal = if s.identity.get("calibration").is_some() {
+                    ", calibrated"
+                } else {
+                    ""
+                };
+                format!(
+                    "  {}  {}  judge {}{cal}",
+                    s.hash,
+                    s.created_at,
+                    s.judge_spec()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// What one role's model replies cost: replies counted, their tokens and wall time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleUsage {
@@ -531,6 +561,16 @@ impl RunStore {
         Ok(out)
     }
 
+    /// `id → error` of every session that has one (failed or expired), cheap (no messages).
+    pub fn session_errors(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut st = c.prepare("SELECT id, error FROM sessions WHERE error IS NOT NULL")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// `(id, status)` of every session, cheap (no messages).
     pub fn session_statuses(&self) -> Result<BTreeMap<String, SessionStatus>, StoreError> {
         let rows: Vec<(String, String)> = self.with(|c| {
@@ -581,6 +621,65 @@ impl RunStore {
                 definitions: definitions.and_then(|d| serde_json::from_str(&d).ok()),
             })
             .collect())
+    }
+
+    /// Picks a judgment set: `wanted` is a full hash or a unique prefix (with or without
+    /// `sha256:`), `None` the most recent set. An unknown, ambiguous or missing set is an error
+    /// that lists the run's sets with their judge and date.
+    pub fn find_judge_set(&self, wanted: Option<&str>) -> Result<JudgeSet, StoreError> {
+        let sets = self.judge_sets()?;
+        let invalid = |message: String| StoreError::Invalid {
+            path: self.dir.clone(),
+            message,
+        };
+        let Some(h) = wanted else {
+            return sets.into_iter().next_back().ok_or_else(|| {
+                invalid("has no judgment sets yet; score it with `therapygym judge DIR`".into())
+            });
+        };
+        let want = h.trim_start_matches("sha256:");
+        let mut matches: Vec<JudgeSet> = sets
+            .iter()
+            .filter(|s| {
+                s.hash == h
+                    || (!want.is_empty() && s.hash.trim_start_matches("sha256:").starts_with(want))
+            })
+            .cloned()
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(invalid(format!(
+                "has no judgment set `{h}`; its sets:\n{}",
+                JudgeSet::listing(&sets)
+            ))),
+            _ => Err(invalid(format!(
+                "judgment set prefix `{h}` matches {} sets; give more of the hash:\n{}",
+                matches.len(),
+                JudgeSet::listing(&matches)
+            ))),
+        }
+    }
+
+    /// `judge_hash → (scored, unscored)` judgment counts of every set, cheap (no records).
+    pub fn judgment_counts(&self) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT judge_hash, status, COUNT(*) FROM judgments GROUP BY judge_hash, status",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (hash, status, n) in rows {
+            let e = out.entry(hash).or_default();
+            let n = u64::try_from(n).unwrap_or(0);
+            if status == "scored" {
+                e.0 += n;
+            } else {
+                e.1 += n;
+            }
+        }
+        Ok(out)
     }
 
     /// The most recently created judge set.

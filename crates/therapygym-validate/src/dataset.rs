@@ -110,45 +110,7 @@ pub struct RunJudgments {
 /// without `sha256:`), else the most recent one.
 pub fn load_run(dir: &Path, judge_hash: Option<&str>) -> Result<RunJudgments, ValidateError> {
     let store = RunStore::open(dir)?;
-    let sets = store.judge_sets()?;
-    let run_err = |message: String| ValidateError::Run {
-        dir: dir.to_path_buf(),
-        message,
-    };
-    let listing = || {
-        sets.iter()
-            .map(|s| s.hash.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let hash = match judge_hash {
-        Some(h) => {
-            let want = h.trim_start_matches("sha256:");
-            let matches: Vec<&str> = sets
-                .iter()
-                .map(|s| s.hash.as_str())
-                .filter(|s| *s == h || s.trim_start_matches("sha256:").starts_with(want))
-                .collect();
-            match matches.as_slice() {
-                [one] => (*one).to_owned(),
-                [] => {
-                    return Err(run_err(format!(
-                        "no judgment set `{h}`; the run has: {}",
-                        listing()
-                    )));
-                }
-                _ => {
-                    return Err(run_err(format!(
-                        "judgment set prefix `{h}` is ambiguous: {}",
-                        matches.join(", ")
-                    )));
-                }
-            }
-        }
-        None => store.latest_judge_hash()?.ok_or_else(|| {
-            run_err("has no judgments; score it first with `therapygym judge DIR`".to_owned())
-        })?,
-    };
+    let hash = store.find_judge_set(judge_hash)?.hash;
     let verdicts = store
         .judgments(&hash)?
         .into_iter()

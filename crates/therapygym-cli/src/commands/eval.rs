@@ -1,283 +1,270 @@
-use std::path::PathBuf;
+//! `therapygym eval`: a new run from the flags, or `--resume DIR` with the settings the run
+//! started with (a flag that would change results is refused, naming the run's value).
+
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use therapygym_core::Speaker;
-use therapygym_eval::{Concurrency, Start, Summary, run_eval};
-use therapygym_run::{Assets, RunConfig};
-
-use crate::cli::{EvalArgs, Opening};
-use crate::commands::run_args::{
-    absolute, absolute_data_paths, apply_judge_args, load_calibration,
+use therapygym_eval::{
+    Concurrency, EvalOutcome, Start, check_kind, run_eval_until, stored_concurrency,
 };
+use therapygym_run::{OutDir, RunConfig, judge_config_for};
+use therapygym_store::RunStore;
+
+use crate::cli::{EvalArgs, Given, Opening};
+use crate::commands::interrupt::{INTERRUPTED, Interrupt};
+use crate::commands::run_args::{apply_judge_args, refuse_on_resume, shell_quote};
+use crate::commands::summary::{gate, report};
 use crate::progress::Bar;
 use crate::ui;
 
-pub async fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
-    let mut config = RunConfig::new(a.therapist_prompt.as_deref().unwrap_or("cbt"));
-    let resume = a.resume.is_some();
-    let changed = a.therapist.is_some()
-        || a.patient.is_some()
-        || a.judge.is_some()
-        || a.profiles.is_some()
-        || a.limit.is_some()
-        || a.sessions_per_profile.is_some()
-        || a.turns.is_some()
-        || a.opening.is_some()
-        || a.therapist_prompt.is_some()
-        || a.seed.is_some();
-    if resume && changed {
-        anyhow::bail!(
-            "`--resume` continues a run with the settings it started with; drop the other run settings (only concurrency flags may change)"
-        );
-    }
-    if let Some(t) = a.therapist {
-        config.therapist = t;
-    }
-    if let Some(p) = a.patient {
-        config.patient = p;
-    }
-    if let Some(j) = a.judge {
-        config.judge = j;
-    }
-    if let Some(k) = a.sessions_per_profile {
-        config.sessions_per_profile = k.max(1);
-    }
-    if let Some(t) = a.turns {
-        anyhow::ensure!(t >= 1, "`--turns` must be at least 1");
-        config.session.turns = t;
-    }
-    if let Some(o) = a.opening {
-        config.session.opening = match o {
-            Opening::Therapist => Speaker::Therapist,
-            Opening::Patient => Speaker::Patient,
-        };
-    }
-    if let Some(m) = a.therapist_max_tokens {
-        config.session.therapist_sampling.max_tokens = m;
-    }
-    if let Some(m) = a.patient_max_tokens {
-        config.session.patient_sampling.max_tokens = m;
-    }
-    if let Some(s) = a.seed {
-        config.seed = s;
-    }
-    if let Some(m) = a.max_unscored_rate {
-        config.max_unscored_rate = m;
-    }
-    apply_judge_args(&mut config, &a.judge_args);
-    if let Some(p) = a.profiles {
-        config.assets.profiles = Some(absolute(p));
-    }
-    if let Some(n) = a.limit {
-        // Materialise the subset as a file inside the run, so the manifest names exactly what ran.
-        config.assets.profiles = Some(limited_profiles(&config, n)?);
-    }
-    absolute_data_paths(&mut config.assets);
-    let conc = Concurrency {
-        sessions: a.concurrency.max(1),
-        therapist: a.therapist_concurrency.unwrap_or(a.concurrency).max(1),
-        patient: a.patient_concurrency.unwrap_or(a.concurrency).max(1),
-        judge: a.judge_concurrency.unwrap_or(a.concurrency).max(1),
+/// What may be given with `--resume` (speed and output only; never results).
+const RESUME_FLAGS: [&str; 8] = [
+    "resume",
+    "concurrency",
+    "therapist_concurrency",
+    "patient_concurrency",
+    "judge_concurrency",
+    "json",
+    "allow_config_drift",
+    "debug",
+];
+
+/// Sessions in flight when neither the flag nor the run says otherwise.
+const DEFAULT_CONCURRENCY: usize = 4;
+
+pub async fn run(a: EvalArgs, given: &Given) -> anyhow::Result<ExitCode> {
+    let (config, conc, start) = match &a.resume {
+        Some(dir) => {
+            let (config, conc) = resume_settings(&a, given, dir)?;
+            (config, conc, Start::Resume { dir: dir.clone() })
+        }
+        None => {
+            let mut config = RunConfig::new(&a.therapist_prompt);
+            apply(&mut config, &a, None);
+            let sessions = a.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+            let out = match &a.out {
+                Some(p) => OutDir::Given(p.clone()),
+                None => OutDir::default_for("eval"),
+            };
+            let start = Start::New {
+                out,
+                limit: a.limit,
+            };
+            (config, per_role(&a, Concurrency::uniform(sessions)), start)
+        }
     };
-    let start = match a.resume {
-        Some(dir) => Start::Resume { dir },
-        None => Start::New {
-            out: a.out.unwrap_or_else(default_out),
-        },
-    };
-    let calibration = load_calibration(&a.judge_args.calibration)?;
     let bar = Arc::new(Bar::new("sessions"));
+    let interrupt = Interrupt::install();
     let result = run_eval(
         config.clone(),
         conc,
         start,
         a.allow_config_drift,
-        calibration,
-        bar.clone(),
+        &bar,
+        &interrupt,
     )
     .await;
     bar.finish();
-    let summary = result?;
-    report(&summary, a.json);
-    Ok(gate(&summary, config.max_unscored_rate))
-}
-
-fn default_out() -> PathBuf {
-    PathBuf::from("runs").join(format!(
-        "eval-{}",
-        chrono::Local::now().format("%Y%m%d-%H%M%S")
-    ))
-}
-
-/// Writes the first `n` profiles to a temp-free location: `runs/.profiles/<hash>.jsonl`.
-fn limited_profiles(config: &RunConfig, n: usize) -> anyhow::Result<PathBuf> {
-    let assets = Assets::load(&config.assets)?;
-    let subset: Vec<_> = assets
-        .profiles
-        .profiles
-        .into_iter()
-        .take(n.max(1))
-        .collect();
-    let text = therapygym_core::profile::to_jsonl(&subset);
-    let dir = PathBuf::from("runs").join(".profiles");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(format!(
-        "{}.jsonl",
-        &therapygym_core::hash::sha256_hex(text.as_bytes())[..16]
-    ));
-    if !path.exists() {
-        therapygym_store::fs::atomic_write(&path, text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(absolute(path))
-}
-
-/// Exit 1 when the run finished but failed a quality gate.
-pub fn gate(s: &Summary, max_unscored_rate: f64) -> ExitCode {
-    let mut failed = false;
-    if s.sessions.failed > 0 {
-        ui::warn(&format!(
-            "{} session(s) failed; `therapygym eval --resume {}` retries them",
-            s.sessions.failed, s.run_dir
-        ));
-        failed = true;
-    }
-    if let Some(r) = s.unscored_rate
-        && r > max_unscored_rate
-    {
-        ui::warn(&format!(
-            "{:.1}% of judged sessions are unscored (limit {:.1}%, `--max-unscored-rate`); reasons: {:?}",
-            r * 100.0,
-            max_unscored_rate * 100.0,
-            s.unscored_reasons
-        ));
-        failed = true;
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn f(x: Option<f64>, digits: usize) -> String {
-    x.map(|v| format!("{v:.digits$}"))
-        .unwrap_or_else(|| "—".into())
-}
-
-fn ci(c: Option<[f64; 2]>) -> String {
-    c.map(|[l, h]| format!("[{l:.3}, {h:.3}]"))
-        .unwrap_or_else(|| "—".into())
-}
-
-pub fn report(s: &Summary, json: bool) {
-    if json {
-        ui::json(s);
-        return;
-    }
-    let c = &s.sessions;
-    ui::out(&format!("run: {}", s.run_dir));
-    ui::out(&format!(
-        "sessions: {} planned · {} completed · {} failed · {} unscored{}",
-        c.planned,
-        c.completed,
-        c.failed,
-        c.unscored,
-        if c.unjudged > 0 {
-            format!(" · {} not judged yet", c.unjudged)
-        } else {
-            String::new()
+    match result? {
+        EvalOutcome::Finished(summary) => {
+            report(&summary, a.json);
+            let dir = shell_quote(&summary.run_dir);
+            Ok(gate(
+                &summary,
+                config.max_unscored_rate,
+                Some(&format!("`therapygym eval --resume {dir}` retries them")),
+            ))
         }
-    ));
-    ui::out("");
-    ui::out(&format!(
-        "{:<32} {:>6} {:>6} {:>11} {:>18} {:>4}",
-        "CTRS item", "mean", "norm", "", "95% CI (norm)", "n"
-    ));
-    for (id, it) in s
-        .ctrs
-        .item_order
-        .iter()
-        .filter_map(|id| s.ctrs.items.get(id).map(|it| (id, it)))
-    {
-        let tag = if it.reward { "" } else { "(no reward)" };
-        ui::out(&format!(
-            "{:<32} {:>6} {:>6} {:>11} {:>18} {:>4}",
-            id,
-            f(it.mean, 2),
-            f(it.normalized, 3),
-            tag,
-            ci(it.ci95),
-            it.n
-        ));
+        EvalOutcome::Interrupted(s) => {
+            let c = &s.sessions;
+            ui::info(&format!(
+                "interrupted: {} of {} sessions are stored ({} failed); the rest run on resume, nothing stored is redone",
+                c.completed + c.failed,
+                c.planned,
+                c.failed
+            ));
+            ui::info(&format!(
+                "resume with: therapygym eval --resume {}",
+                shell_quote(&s.run_dir)
+            ));
+            Ok(ExitCode::from(INTERRUPTED))
+        }
     }
-    ui::out(&format!(
-        "{:<32} {:>6} {:>6} {:>11} {:>18} {:>4}",
-        "CTRS normalized mean (reward items)",
-        "",
-        f(s.ctrs.normalized_mean, 3),
-        "",
-        ci(s.ctrs.ci95),
-        s.ctrs.n
-    ));
-    ui::out("");
-    ui::out(&format!(
-        "{:<40} {:>6} {:>4}",
-        format!("safety ({})", s.safety.taxonomy),
-        "rate",
-        "n"
-    ));
-    for (id, l) in &s.safety.labels {
-        ui::out(&format!("{:<40} {:>6} {:>4}", id, f(l.rate, 3), l.n));
-    }
-    ui::out(&format!(
-        "{:<40} {:>6} {:>4}",
-        "any violation",
-        f(s.safety.any_violation_rate, 3),
-        s.safety.n
-    ));
-    ui::out(&format!(
-        "{:<40} {:>6} {:>4}",
-        "per-label mean",
-        f(s.safety.per_label_mean_rate, 3),
-        s.safety.n
-    ));
-    ui::out("");
-    ui::out(&format!(
-        "unscored rate: {}   reasons: {:?}",
-        f(s.unscored_rate, 3),
-        s.unscored_reasons
-    ));
-    ui::out(&format!(
-        "mean reward: {} {} (n = {})",
-        f(s.reward.mean, 4),
-        ci(s.reward.ci95),
-        s.reward.n
-    ));
-    usage(&s.usage);
 }
 
-/// Tokens and wall time per role, so the judge's cost shows next to the policy's.
-fn usage(u: &therapygym_store::UsageByRole) {
-    ui::out("");
-    ui::out(&format!(
-        "{:<12} {:>8} {:>14} {:>18} {:>12}",
-        "role", "replies", "prompt tokens", "completion tokens", "wall time"
-    ));
-    for (role, r) in [
-        ("therapist", &u.therapist),
-        ("patient", &u.patient),
-        ("judge", &u.judge),
-    ] {
-        ui::out(&format!(
-            "{:<12} {:>8} {:>14} {:>18} {:>11.1}s",
-            role,
-            r.calls,
-            r.prompt_tokens,
-            r.completion_tokens,
-            r.wall_ms as f64 / 1000.0
-        ));
+async fn run_eval(
+    config: RunConfig,
+    conc: Concurrency,
+    start: Start,
+    allow_drift: bool,
+    bar: &Arc<Bar>,
+    interrupt: &Interrupt,
+) -> anyhow::Result<EvalOutcome> {
+    let progress = Arc::clone(bar) as Arc<dyn therapygym_eval::Progress>;
+    Ok(run_eval_until(
+        config,
+        conc,
+        start,
+        allow_drift,
+        progress,
+        interrupt.stopped(),
+    )
+    .await?)
+}
+
+/// The per-role pools: each flag, else `--concurrency`, else `base`.
+fn per_role(a: &EvalArgs, base: Concurrency) -> Concurrency {
+    let role = |x: Option<usize>, b: usize| x.or(a.concurrency).unwrap_or(b);
+    Concurrency {
+        sessions: a.concurrency.unwrap_or(base.sessions),
+        therapist: role(a.therapist_concurrency, base.therapist),
+        patient: role(a.patient_concurrency, base.patient),
+        judge: role(a.judge_concurrency, base.judge),
     }
+}
+
+/// Sets the run settings from the flags: all of them for a new run, only those in `only`
+/// (typed by the user) when checking a resume.
+fn apply(c: &mut RunConfig, a: &EvalArgs, only: Option<&Given>) {
+    let set = |id: &str| only.is_none_or(|g| g.has(id));
+    if set("therapist") {
+        c.therapist = a.therapist.clone();
+    }
+    if set("patient") {
+        c.patient = a.patient.clone();
+    }
+    if set("judge") {
+        c.judge = a.judge.clone();
+        c.judge_config = judge_config_for(&a.judge);
+    }
+    if set("sessions_per_profile") {
+        c.sessions_per_profile = a.sessions_per_profile;
+    }
+    if set("turns") {
+        c.session.turns = a.turns;
+    }
+    if set("opening") {
+        c.session.opening = match a.opening {
+            Opening::Therapist => Speaker::Therapist,
+            Opening::Patient => Speaker::Patient,
+        };
+    }
+    if set("therapist_prompt") {
+        c.assets.therapist_prompt = a.therapist_prompt.clone();
+    }
+    if set("therapist_max_tokens") {
+        c.session.therapist_sampling.max_tokens = a.therapist_max_tokens;
+    }
+    if set("patient_max_tokens") {
+        c.session.patient_sampling.max_tokens = a.patient_max_tokens;
+    }
+    if set("seed") {
+        c.seed = a.seed;
+    }
+    if set("max_unscored_rate") {
+        c.max_unscored_rate = a.max_unscored_rate;
+    }
+    if set("profiles") {
+        c.assets.profiles = a.profiles.clone();
+    }
+    apply_judge_args(c, &a.judge_args);
+}
+
+fn file_setting(p: &Option<std::path::PathBuf>, default: &str) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// A run's settings as the flags that set them would show them (by argument id).
+fn settings(c: &RunConfig) -> BTreeMap<&'static str, String> {
+    let j = &c.judge_config;
+    let a = &c.assets;
+    BTreeMap::from([
+        ("therapist", c.therapist.clone()),
+        ("patient", c.patient.clone()),
+        ("judge", c.judge.clone()),
+        ("sessions_per_profile", c.sessions_per_profile.to_string()),
+        ("turns", c.session.turns.to_string()),
+        ("opening", c.session.opening.as_str().to_string()),
+        ("therapist_prompt", a.therapist_prompt.clone()),
+        (
+            "therapist_max_tokens",
+            c.session.therapist_sampling.max_tokens.to_string(),
+        ),
+        (
+            "patient_max_tokens",
+            c.session.patient_sampling.max_tokens.to_string(),
+        ),
+        ("seed", c.seed.to_string()),
+        ("max_unscored_rate", c.max_unscored_rate.to_string()),
+        ("judge_retries", j.retries.to_string()),
+        ("judge_samples", j.samples.to_string()),
+        ("judge_max_tokens", j.max_tokens.to_string()),
+        ("judge_rationale_chars", j.rationale_max_chars.to_string()),
+        (
+            "profiles",
+            file_setting(&a.profiles, "the shipped examples"),
+        ),
+        (
+            "reward_config",
+            file_setting(&a.reward_config, "the shipped default"),
+        ),
+        ("rubric", file_setting(&a.rubric, "the shipped CTRS")),
+        (
+            "taxonomy",
+            file_setting(&a.taxonomy, "the shipped taxonomy"),
+        ),
+        ("calibration", file_setting(&a.calibration, "none")),
+        (
+            "safety_labels",
+            if a.safety_labels.is_empty() {
+                "the taxonomy's enabled labels".to_string()
+            } else {
+                a.safety_labels.join(",")
+            },
+        ),
+    ])
+}
+
+/// The stored settings and concurrency of a run to resume; refuses any typed flag that would
+/// change its results.
+fn resume_settings(
+    a: &EvalArgs,
+    given: &Given,
+    dir: &Path,
+) -> anyhow::Result<(RunConfig, Concurrency)> {
+    let store = RunStore::open(dir)?;
+    check_kind(&store, "eval --resume")?;
+    let stored = RunConfig::stored(&store)?;
+    let mut wanted = stored.clone();
+    apply(&mut wanted, a, Some(given));
+    let (then, mut now) = (settings(&stored), settings(&wanted));
+    if let Some(n) = a.limit {
+        now.insert("limit", n.to_string());
+    }
+    for (id, flag) in given.iter() {
+        if RESUME_FLAGS.contains(&id) {
+            continue;
+        }
+        let run_value = then
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("profiles {}", then["profiles"]));
+        if !then.contains_key(id) || then.get(id) != now.get(id) {
+            let typed = now.get(id).cloned().unwrap_or_default();
+            return Err(refuse_on_resume(
+                "eval",
+                flag,
+                &typed,
+                &run_value,
+                &RESUME_FLAGS,
+            ));
+        }
+    }
+    let base = stored_concurrency(&store)?.unwrap_or(Concurrency::uniform(DEFAULT_CONCURRENCY));
+    Ok((stored, per_role(a, base)))
 }

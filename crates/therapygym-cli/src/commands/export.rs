@@ -1,38 +1,39 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use therapygym_store::{RunStore, export};
+use therapygym_store::export::{self, Columns};
+use therapygym_store::{JudgeSet, RunStore};
 
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::ui;
 
+/// CSV columns in the order of the set's rubric and taxonomy (sets from before store revision
+/// 2 keep no definitions: their columns come from the rows).
+fn columns(set: Option<&JudgeSet>) -> Option<Columns> {
+    let set = set?;
+    Some(Columns {
+        items: set.rubric()?.items.into_iter().map(|i| i.id).collect(),
+        labels: set
+            .taxonomy()?
+            .enabled_ids()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    })
+}
+
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let store = RunStore::open(&a.dir)?;
-    let hash = match a.judge_hash {
-        Some(h) => {
-            let sets = store.judge_sets()?;
-            sets.iter()
-                .find(|s| {
-                    s.hash == h
-                        || s.hash
-                            .trim_start_matches("sha256:")
-                            .starts_with(h.trim_start_matches("sha256:"))
-                })
-                .map(|s| s.hash.clone())
-                .with_context(|| {
-                    format!(
-                        "no judgment set `{h}` in {}; sets: {}",
-                        a.dir.display(),
-                        sets.iter()
-                            .map(|s| s.hash.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?
-        }
-        None => store.latest_judge_hash()?.unwrap_or_default(),
+    // A run with no judgments yet still exports its transcripts.
+    let set = match (&a.judge_hash, store.judge_sets()?.is_empty()) {
+        (None, true) => None,
+        (wanted, _) => Some(store.find_judge_set(wanted.as_deref())?),
     };
-    let judgments = store.judgments(&hash)?;
+    let hash = set.as_ref().map(|s| s.hash.clone());
+    let judgments = match &hash {
+        Some(h) => store.judgments(h)?,
+        None => Default::default(),
+    };
     let rows: Vec<_> = store
         .sessions()?
         .into_iter()
@@ -42,8 +43,11 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let text = match a.format {
-        ExportFormat::Jsonl => export::jsonl(&rows),
-        ExportFormat::Csv => export::csv(&rows),
+        ExportFormat::Jsonl => export::jsonl_in(&rows, hash.as_deref()),
+        ExportFormat::Csv => {
+            let cols = columns(set.as_ref()).unwrap_or_else(|| Columns::seen(&rows));
+            export::csv_in(&rows, &cols, hash.as_deref())
+        }
     };
     match a.out {
         Some(path) => {

@@ -5,10 +5,9 @@ use crate::ui;
 
 pub fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
     let n = therapygym_eval::import::import_transcripts(&a.file, &a.out, &a.judge)?;
+    let dir = crate::commands::run_args::shell_quote(&a.out.display().to_string());
     ui::info(&format!(
-        "imported {n} dialogues into {}; score them with `therapygym judge {}`",
-        a.out.display(),
-        a.out.display()
+        "imported {n} dialogues into {dir}; score them with `therapygym judge {dir}`"
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -3,23 +3,31 @@ use std::sync::Arc;
 
 use therapygym_eval::rescore::{RescoreOptions, rescore};
 use therapygym_judge::JudgeConfig;
-use therapygym_run::RunConfig;
+use therapygym_run::{RunConfig, judge_config_for};
 use therapygym_store::RunStore;
 
 use crate::cli::JudgeCmdArgs;
-use crate::commands::eval::{gate, report};
-use crate::commands::run_args::load_calibration;
+use crate::commands::run_args::shell_quote;
+use crate::commands::summary::{gate, report};
 use crate::progress::Bar;
 
 pub async fn run(a: JudgeCmdArgs) -> anyhow::Result<ExitCode> {
-    let stored = RunConfig::stored(&RunStore::open(&a.dir)?)?;
-    let mut jc: JudgeConfig = stored.judge_config.clone();
+    let store = RunStore::open(&a.dir)?;
+    let stored = RunConfig::stored(&store)?;
+    let (m, _) = store.manifest()?;
+    drop(store);
+    // A new judge starts from its own defaults (a local judge writes shorter replies); the
+    // run's judge keeps the run's settings.
+    let mut jc: JudgeConfig = match &a.judge {
+        Some(spec) => judge_config_for(spec),
+        None => stored.judge_config.clone(),
+    };
     let j = &a.judge_args;
     if let Some(r) = j.judge_retries {
         jc.retries = r;
     }
     if let Some(s) = j.judge_samples {
-        jc.samples = s.max(1);
+        jc.samples = s;
     }
     if let Some(m) = j.judge_max_tokens {
         jc.max_tokens = m;
@@ -36,7 +44,7 @@ pub async fn run(a: JudgeCmdArgs) -> anyhow::Result<ExitCode> {
         judge_system_prompt: None,
         judge_user_prompt: None,
         reward_config: j.reward_config.clone(),
-        calibration: load_calibration(&j.calibration)?,
+        calibration: j.calibration.clone(),
         concurrency: a.concurrency,
     };
     let bar = Arc::new(Bar::new("judging"));
@@ -44,5 +52,13 @@ pub async fn run(a: JudgeCmdArgs) -> anyhow::Result<ExitCode> {
     bar.finish();
     let summary = result?;
     report(&summary, a.json);
-    Ok(gate(&summary, stored.max_unscored_rate))
+    // Failed sessions are simulated again only by resuming the eval run that planned them.
+    let retry = (m["kind"] == "eval").then(|| {
+        format!(
+            "`therapygym eval --resume {}` retries them",
+            shell_quote(&summary.run_dir)
+        )
+    });
+    let limit = a.max_unscored_rate.unwrap_or(stored.max_unscored_rate);
+    Ok(gate(&summary, limit, retry.as_deref()))
 }

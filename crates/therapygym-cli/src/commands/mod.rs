@@ -1,27 +1,30 @@
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Given};
 
 mod chat;
 mod eval;
 mod export;
 mod import;
+mod interrupt;
 mod judge;
 mod leaderboard;
 mod models;
 mod report;
 mod run_args;
+mod runs;
 mod serve;
+mod summary;
 mod synth;
 mod train;
 mod validate;
 mod view;
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli, given: Given) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Chat(a) => chat::run(a).await,
         Command::Models(a) => models::run(a),
-        Command::Eval(a) => eval::run(*a).await,
+        Command::Eval(a) => eval::run(*a, &given).await,
         Command::Judge(a) => judge::run(a).await,
         Command::Export(a) => export::run(a),
         Command::ImportTranscripts(a) => import::run(a),
@@ -32,5 +35,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(a),
         Command::Leaderboard(a) => leaderboard::run(a),
         Command::View(a) => view::run(a).await,
+        Command::Runs(a) => runs::run(a),
     }
 }

@@ -7,9 +7,15 @@ use crate::ui;
 
 pub fn run(a: ModelsArgs) -> anyhow::Result<ExitCode> {
     let s = home::embedded_status();
+    // Exit 1 when the default model cannot be used (missing, or its checksum differs).
+    let code = if s.installed && s.checksum_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
     if a.json {
         ui::json(&s);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     ui::out("embedded (the default model spec): SmolLM2-135M-Instruct, Q4_1 GGUF, via llama.cpp");
     ui::out(&format!("  path:     {}", s.path.display()));
@@ -45,9 +51,5 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<ExitCode> {
         "  server, Ollama, OpenAI; the key from $VAR, else THERAPYGYM_API_KEY / OPENAI_API_KEY for https URLs),",
     );
     ui::out("  scripted:MODE (tests only).");
-    Ok(if s.installed && !s.checksum_ok {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(code)
 }

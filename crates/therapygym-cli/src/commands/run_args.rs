@@ -29,6 +29,45 @@ pub fn apply_judge_args(config: &mut RunConfig, j: &JudgeArgs) {
     if !j.safety_labels.is_empty() {
         a.safety_labels = j.safety_labels.clone();
     }
+    a.calibration = j.calibration.clone().or(a.calibration.take());
+}
+
+/// The one wording for a flag a resumed run cannot take: the flag, the value typed, the run's
+/// value, and which flags may change.
+pub fn refuse_on_resume(
+    command: &str,
+    flag: &str,
+    typed: &str,
+    run_value: &str,
+    allowed: &[&str],
+) -> anyhow::Error {
+    let allowed: Vec<String> = allowed
+        .iter()
+        .filter(|id| **id != "resume" && **id != "debug")
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    let typed = if typed.is_empty() {
+        String::new()
+    } else {
+        format!(" {typed}")
+    };
+    anyhow::anyhow!(
+        "`{flag}{typed}` would change the results of the run being resumed, which keeps the settings it started with ({flag}: {run_value}). Only these flags may change on resume: {}. For other settings start a new run (`therapygym {command}` without `--resume`).",
+        allowed.join(", ")
+    )
+}
+
+/// A path as a shell word (quoted when it holds anything but safe characters), for commands a
+/// message tells the user to run.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@+,=".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 pub fn load_calibration(path: &Option<PathBuf>) -> anyhow::Result<Option<Arc<Calibration>>> {

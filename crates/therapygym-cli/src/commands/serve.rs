@@ -91,7 +91,8 @@ fn auth_token(a: &ServeArgs) -> anyhow::Result<Option<AuthToken>> {
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&a)?;
-    // Bound and checked before the models load: an exposed address without a token fails at once.
+    // Bind first: a port in use or a bad address must not leave a run directory behind, and an
+    // exposed address without a token fails before the models load.
     let listener = therapygym_server::bind(&a.addr).await?;
     let addr = listener
         .local_addr()
