@@ -289,13 +289,13 @@ pub struct ServeArgs {
     /// The judge (model spec).
     #[arg(long, default_value = "embedded")]
     pub judge: String,
-    /// Training profiles (JSONL, or Patient-Ψ JSON). Default: the shipped examples.
+    /// Training profiles (JSONL, or Patient-Ψ JSON) [default: the shipped examples]
     #[arg(long, value_name = "FILE")]
     pub profiles: Option<PathBuf>,
-    /// Held-out profiles, for `split` = val or test. Default: the shipped held-out set.
+    /// Held-out profiles, for `split` = val or test. [default: the shipped held-out set]
     #[arg(long, value_name = "FILE")]
     pub holdout: Option<PathBuf>,
-    /// Run directory every finished episode is written to (default: runs/serve-<timestamp>).
+    /// Run directory every finished episode is written to [default: runs/serve-<timestamp>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Therapist system prompt: `baseline`, `cbt` or a template file.
@@ -358,69 +358,71 @@ pub struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SynthArgs {
-    /// The model that writes the tree and the profiles (model spec). Default: `embedded`.
+    /// The model that writes the tree and the profiles (model spec) [default: embedded]
     #[arg(long, short)]
     pub model: Option<String>,
-    /// Stop when this many valid, unique profiles exist (train + holdout), e.g. 13093.
-    /// Default: everything the tree plans.
+    /// Stop when this many valid, unique profiles exist (train + holdout), e.g. 13093. [default:
+    /// everything the tree plans]
     #[arg(long, value_name = "N")]
     pub target: Option<usize>,
     /// Tree depth below the root (`max_depth`, default 4).
     #[arg(long, value_name = "D")]
     pub depth: Option<u32>,
-    /// Sketches per node, and profiles per leaf sample set (default 10).
+    /// Sketches per node, and profiles per leaf sample set [default: 10]
     #[arg(long, value_name = "N")]
     pub samples_per_node: Option<usize>,
-    /// An `infinite` dimension is asked for more values until its list exceeds this (default 50).
+    /// An `infinite` dimension is asked for more values until its list exceeds this [default: 50]
     #[arg(long, value_name = "N")]
     pub max_values: Option<usize>,
-    /// A value list longer than this gives one list-valued child (default 50).
+    /// A value list longer than this gives one list-valued child [default: 50]
     #[arg(long, value_name = "N")]
     pub infinite_threshold: Option<usize>,
-    /// A leaf generates this^k sample sets, k = list-valued nodes on its path (default 10).
+    /// A leaf generates this^k sample sets, k = list-valued nodes on its path [default: 10]
     #[arg(long, value_name = "N")]
     pub infinite_path_samples: Option<u64>,
-    /// Attempts to find a valid new dimension before a node becomes a leaf (default 5).
+    /// Attempts to find a valid new dimension before a node becomes a leaf [default: 5]
     #[arg(long, value_name = "N")]
     pub dimension_attempts: Option<u32>,
-    /// Value-expansion replies per node, malformed ones included (default 8).
+    /// Value-expansion replies per node, malformed ones included [default: 8]
     #[arg(long, value_name = "N")]
     pub max_expand_rounds: Option<u32>,
-    /// Re-asks after an unusable profile before it is rejected (default 2).
+    /// Re-asks after an unusable profile before it is rejected [default: 2]
     #[arg(long, value_name = "N")]
     pub repair_attempts: Option<u32>,
-    /// Profiles held out from training (default 20; at most a fifth of the set).
+    /// Profiles held out from training [default: 20; at most a fifth of the set]
     #[arg(long, value_name = "K")]
     pub holdout: Option<usize>,
-    /// Grounding profiles shown as examples (JSONL or Patient-Ψ JSON). Default: the shipped examples.
+    /// Grounding profiles shown as examples (JSONL or Patient-Ψ JSON) [default: the shipped
+    /// examples]
     #[arg(long, value_name = "FILE")]
     pub seed_profiles: Option<PathBuf>,
-    /// Run seed: every random choice and sampling seed derives from it (default 20261127).
+    /// Run seed: every random choice and sampling seed derives from it [default: 20261127]
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// With --target: stop growing the tree once its leaves plan target × this many profiles (default 1.5).
+    /// With --target: stop growing the tree once its leaves plan target × this many profiles
+    /// [default: 1.5]
     #[arg(long, value_name = "F")]
     pub oversample: Option<f64>,
     /// Grow the tree to --depth even when fewer leaves would reach --target.
     #[arg(long)]
     pub full_tree: bool,
-    /// Near-duplicate threshold: Jaccard similarity of word 3-shingles (default 0.7).
+    /// Near-duplicate threshold: Jaccard similarity of word 3-shingles [default: 0.7]
     #[arg(long, value_name = "J")]
     pub near_dup_threshold: Option<f64>,
-    /// Maximum tokens of one profile reply (default 1024).
+    /// Maximum tokens of one profile reply [default: 1024]
     #[arg(long, value_name = "N")]
     pub profile_max_tokens: Option<u32>,
-    /// Stop after this many candidates in a row without a kept profile (default 200).
+    /// Stop after this many candidates in a row without a kept profile [default: 200]
     #[arg(long, value_name = "N")]
     pub give_up_after: Option<usize>,
     /// A folder of prompt templates (`<name>.j2`) replacing the shipped data/prompts/synth ones.
     #[arg(long, value_name = "DIR")]
     pub prompts: Option<PathBuf>,
-    /// Nodes and leaf jobs in flight (and the size of the model's call pool). Default: 8, or 1
-    /// for a local model (it decodes one request at a time; more in flight only queue).
+    /// Nodes and leaf jobs in flight (and the size of the model's call pool) [default: 8, or 1 for
+    /// a local model (it decodes one request at a time; more in flight only queue)]
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Run directory to create (default: runs/synth-<timestamp>).
+    /// Run directory to create [default: runs/synth-<timestamp>]
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     pub out: Option<PathBuf>,
     /// Continue an interrupted run: finished nodes and leaf jobs are never redone.
@@ -446,7 +448,7 @@ pub struct ValidateArgs {
     /// file then holds expert ratings only.
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
-    /// With --run: the judgment set (hash or unique prefix). Default: the most recent.
+    /// With --run: the judgment set (hash or unique prefix) [default: the most recent]
     #[arg(long, value_name = "HASH", requires = "run")]
     pub judge_hash: Option<String>,
     /// A rubric file (TOML) instead of the shipped CTRS.
@@ -485,10 +487,10 @@ pub struct TrainArgs {
     /// The judge whose reward is maximised (model spec, frozen).
     #[arg(long)]
     pub judge: Option<String>,
-    /// Training profiles (JSONL, or Patient-Ψ JSON). Default: the shipped examples.
+    /// Training profiles (JSONL, or Patient-Ψ JSON) [default: the shipped examples]
     #[arg(long, value_name = "FILE")]
     pub profiles: Option<PathBuf>,
-    /// Held-out profiles for `--eval-every` (never trained on). Default: the shipped held-out set.
+    /// Held-out profiles for `--eval-every` (never trained on) [default: the shipped held-out set]
     #[arg(long, value_name = "FILE")]
     pub holdout: Option<PathBuf>,
     /// GRPO updates (steps) to run.
@@ -560,7 +562,7 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub judge_args: JudgeArgs,
-    /// Run directory to create (default: runs/train-<timestamp>).
+    /// Run directory to create [default: runs/train-<timestamp>]
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     pub out: Option<PathBuf>,
     /// Continue an interrupted run from its newest checkpoint, with its own settings.
@@ -580,7 +582,7 @@ pub struct BootstrapArgs {
     /// Bootstrap seed (same seed, same intervals).
     #[arg(long, value_name = "S", default_value_t = 20_240_601)]
     pub seed: u64,
-    /// The judgment set of every run (hash or unique prefix). Default: each run's most recent.
+    /// The judgment set of every run (hash or unique prefix) [default: each run's most recent]
     #[arg(long, value_name = "HASH")]
     pub judge_hash: Option<String>,
 }
@@ -605,8 +607,8 @@ pub struct LeaderboardArgs {
     /// Run directories, one per therapist model (same profiles and seeds for paired tests).
     #[arg(required = true, value_name = "RUN_DIR")]
     pub runs: Vec<PathBuf>,
-    /// Output file; its extension picks the format: `.html`, `.md` or `.json`.
-    /// Default: Markdown on stdout.
+    /// Output file; its extension picks the format: `.html`, `.md` or `.json`. [default: Markdown
+    /// on stdout]
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
@@ -654,14 +656,14 @@ impl Given {
             if sub.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
                 continue;
             }
-            let shown = sc
-                .get_arguments()
-                .find(|a| a.get_id() == id)
-                .map(|a| match a.get_long() {
-                    Some(l) => format!("--{l}"),
-                    None => a.get_id().as_str().to_uppercase(),
-                })
-                .unwrap_or_else(|| id.to_string());
+            // Ids of argument groups (a derive struct's name) are not flags.
+            let Some(arg) = sc.get_arguments().find(|a| a.get_id() == id) else {
+                continue;
+            };
+            let shown = match arg.get_long() {
+                Some(l) => format!("--{l}"),
+                None => arg.get_id().as_str().to_uppercase(),
+            };
             flags.insert(id.to_string(), shown);
         }
         Self { flags }

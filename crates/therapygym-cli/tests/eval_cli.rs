@@ -8,15 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const SCRIPTED: [&str; 6] = [
-    "--therapist",
-    "scripted:echo",
-    "--patient",
-    "scripted:echo",
-    "--judge",
-    "scripted:echo",
-];
-
 #[test]
 fn chat_prints_the_reply_and_valid_json_under_a_schema() {
     let d = tempfile::tempdir().unwrap();

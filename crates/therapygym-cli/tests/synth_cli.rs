@@ -141,7 +141,7 @@ fn synth_resume_refuses_new_settings_and_a_used_out() {
     let o = run(&["synth", "--resume", "nowhere", "--target", "5"], d.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("drop the other run settings"),
+        stderr(&o).contains("Only these flags may change on resume"),
         "{}",
         stderr(&o)
     );

@@ -299,9 +299,14 @@ impl RunStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = dir.join("run.sqlite");
         if !db.is_file() {
+            let message = if dir.is_dir() {
+                "is not a TherapyGym run (no run.sqlite); `therapygym runs` lists the runs under a directory"
+            } else {
+                "does not exist; `therapygym runs` lists the runs under a directory"
+            };
             return Err(StoreError::Invalid {
                 path: dir.into(),
-                message: "is not a TherapyGym run (no run.sqlite)".into(),
+                message: message.into(),
             });
         }
         let store = Self::connect(dir)?;

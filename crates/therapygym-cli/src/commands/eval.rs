@@ -39,6 +39,15 @@ pub async fn run(a: EvalArgs, given: &Given) -> anyhow::Result<ExitCode> {
     let (config, conc, start) = match &a.resume {
         Some(dir) => {
             let (config, conc) = resume_settings(&a, given, dir)?;
+            let whose = if given.has("concurrency") {
+                "as given"
+            } else {
+                "the run's; `--concurrency` changes it"
+            };
+            ui::info(&format!(
+                "concurrency: {} sessions; therapist {}, patient {}, judge {} calls ({whose})",
+                conc.sessions, conc.therapist, conc.patient, conc.judge
+            ));
             (config, conc, Start::Resume { dir: dir.clone() })
         }
         None => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use therapygym_judge::Calibration;
 use therapygym_run::{AssetSources, RunConfig};
 
-use crate::cli::JudgeArgs;
+use crate::cli::{Given, JudgeArgs};
 
 pub fn apply_judge_args(config: &mut RunConfig, j: &JudgeArgs) {
     if let Some(r) = j.judge_retries {
@@ -52,9 +52,35 @@ pub fn refuse_on_resume(
         format!(" {typed}")
     };
     anyhow::anyhow!(
-        "`{flag}{typed}` would change the results of the run being resumed, which keeps the settings it started with ({flag}: {run_value}). Only these flags may change on resume: {}. For other settings start a new run (`therapygym {command}` without `--resume`).",
+        "`{flag}{typed}` would change the results of the run being resumed, which keeps the settings it started with ({flag}: {run_value}). {}",
+        resume_rule(command, &allowed)
+    )
+}
+
+/// The one wording of which flags may change on resume.
+fn resume_rule(command: &str, allowed: &[String]) -> String {
+    format!(
+        "Only these flags may change on resume: {}. For other settings start a new run (`therapygym {command}` without `--resume`).",
         allowed.join(", ")
     )
+}
+
+/// Refuses any flag typed with `--resume` but `allowed` (argument ids): the run keeps the
+/// settings it started with, and a flag it would ignore must not look accepted.
+pub fn check_resume_flags(command: &str, given: &Given, allowed: &[&str]) -> anyhow::Result<()> {
+    let shown: Vec<String> = allowed
+        .iter()
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    for (id, flag) in given.iter() {
+        if id != "resume" && id != "debug" && !allowed.contains(&id) {
+            anyhow::bail!(
+                "`{flag}` cannot change on resume: the run keeps the settings it started with. {}",
+                resume_rule(command, &shown)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A path as a shell word (quoted when it holds anything but safe characters), for commands a

@@ -13,7 +13,8 @@ use therapygym_synth::{
     RunDir, SynthConfig, SynthEvent, SynthProgress, SynthPrompts, SynthSummary,
 };
 
-use crate::cli::SynthArgs;
+use crate::cli::{Given, SynthArgs};
+use crate::commands::run_args::check_resume_flags;
 use crate::ui;
 
 /// Renders the library's events: nodes expanded per level, then profiles kept against the
@@ -139,28 +140,6 @@ fn config_from(a: &SynthArgs) -> SynthConfig {
     c
 }
 
-fn run_settings_given(a: &SynthArgs) -> bool {
-    a.model.is_some()
-        || a.target.is_some()
-        || a.depth.is_some()
-        || a.samples_per_node.is_some()
-        || a.max_values.is_some()
-        || a.infinite_threshold.is_some()
-        || a.infinite_path_samples.is_some()
-        || a.dimension_attempts.is_some()
-        || a.max_expand_rounds.is_some()
-        || a.repair_attempts.is_some()
-        || a.holdout.is_some()
-        || a.seed_profiles.is_some()
-        || a.seed.is_some()
-        || a.oversample.is_some()
-        || a.full_tree
-        || a.near_dup_threshold.is_some()
-        || a.profile_max_tokens.is_some()
-        || a.give_up_after.is_some()
-        || a.prompts.is_some()
-}
-
 fn default_out() -> PathBuf {
     PathBuf::from("runs").join(format!(
         "synth-{}",
@@ -168,14 +147,10 @@ fn default_out() -> PathBuf {
     ))
 }
 
-pub async fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: SynthArgs, given: &Given) -> anyhow::Result<ExitCode> {
     let run = match &a.resume {
         Some(dir) => {
-            if run_settings_given(&a) {
-                anyhow::bail!(
-                    "`--resume` continues a run with the settings it started with; drop the other run settings (only `--concurrency` and `--json` may be given)"
-                );
-            }
+            check_resume_flags("synth", given, &["concurrency", "json"])?;
             RunDir::open(dir)?
         }
         None => {

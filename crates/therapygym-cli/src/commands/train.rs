@@ -6,8 +6,10 @@ use therapygym_grpo::{LossAgg, LrSchedule};
 use therapygym_run::RunConfig;
 use therapygym_train::{StepRecord, TrainConfig, TrainObserver, TrainStart, run_train};
 
-use crate::cli::TrainArgs;
-use crate::commands::run_args::{absolute, absolute_data_paths, apply_judge_args};
+use crate::cli::{Given, TrainArgs};
+use crate::commands::run_args::{
+    absolute, absolute_data_paths, apply_judge_args, check_resume_flags,
+};
 use crate::ui;
 
 struct Lines;
@@ -155,29 +157,10 @@ fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(c)
 }
 
-/// Settings that `--resume` takes from the run instead.
-fn any_run_setting(a: &TrainArgs) -> bool {
-    a.policy.is_some()
-        || a.patient.is_some()
-        || a.judge.is_some()
-        || a.profiles.is_some()
-        || a.holdout.is_some()
-        || a.steps.is_some()
-        || a.group_size.is_some()
-        || a.turns.is_some()
-        || a.lr.is_some()
-        || a.seed.is_some()
-        || a.preset.is_some()
-        || a.kl_coef.is_some()
-}
-
-pub async fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: TrainArgs, given: &Given) -> anyhow::Result<ExitCode> {
     let start = match &a.resume {
         Some(dir) => {
-            anyhow::ensure!(
-                !any_run_setting(&a),
-                "`--resume` continues a run with the settings it started with; drop the other run settings"
-            );
+            check_resume_flags("train", given, &["json"])?;
             TrainStart::Resume { dir: dir.clone() }
         }
         None => TrainStart::New {

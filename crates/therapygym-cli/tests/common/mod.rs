@@ -4,6 +4,16 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Every role scripted (`echo`): schema-valid judgments, echoed turns.
+pub const SCRIPTED: [&str; 6] = [
+    "--therapist",
+    "scripted:echo",
+    "--patient",
+    "scripted:echo",
+    "--judge",
+    "scripted:echo",
+];
+
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_therapygym"));
     // Tests never wait for real backoff sleeps; computed waits are still applied to logic.

@@ -12,16 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use therapygym_testkit::{Behavior, FakeServer};
 
-/// Every role scripted (`echo`).
-pub const SCRIPTED: [&str; 6] = [
-    "--therapist",
-    "scripted:echo",
-    "--patient",
-    "scripted:echo",
-    "--judge",
-    "scripted:echo",
-];
-
 /// Tokens every fake reply reports (`therapygym_testkit`).
 pub const PROMPT_TOKENS: u64 = 7;
 pub const COMPLETION_TOKENS: u64 = 3;
