@@ -42,6 +42,60 @@ pub enum DataError {
         field: String,
         message: String,
     },
+    /// Several bad records of one file, found in one pass (the first [`MAX_REPORTED`]).
+    #[error("{}", many(errors, *more))]
+    Many {
+        errors: Vec<DataError>,
+        /// Bad records beyond the ones listed.
+        more: usize,
+    },
+}
+
+/// How many bad records a loader lists before it only counts the rest.
+pub const MAX_REPORTED: usize = 20;
+
+fn many(errors: &[DataError], more: usize) -> String {
+    let mut s = format!("{} problems:", errors.len() + more);
+    for e in errors {
+        s.push_str(&format!("\n  {e}"));
+    }
+    if more > 0 {
+        s.push_str(&format!("\n  … and {more} more"));
+    }
+    s
+}
+
+/// Collects the bad records of a file, so one pass reports them all (up to [`MAX_REPORTED`]).
+#[derive(Debug, Default)]
+pub struct Problems {
+    errors: Vec<DataError>,
+    more: usize,
+}
+
+impl Problems {
+    pub fn push(&mut self, e: DataError) {
+        if self.errors.len() < MAX_REPORTED {
+            self.errors.push(e);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// `Ok` when nothing was wrong; one error as itself; several as [`DataError::Many`].
+    pub fn finish(mut self) -> Result<(), DataError> {
+        match (self.errors.len(), self.more) {
+            (0, _) => Ok(()),
+            (1, 0) => Err(self.errors.remove(0)),
+            _ => Err(DataError::Many {
+                errors: self.errors,
+                more: self.more,
+            }),
+        }
+    }
 }
 
 impl DataError {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{DataError, Location, read_to_string};
+use crate::error::{DataError, Location, Problems, read_to_string};
 use crate::vocab::{BeliefKind, Vocabulary};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +135,8 @@ pub fn parse_profiles(
     vocab: &Vocabulary,
 ) -> Result<ProfileSet, DataError> {
     let mut records: Vec<(Option<usize>, Value)> = Vec::new();
+    // Every bad line is reported in one pass, not only the first.
+    let mut problems = Problems::default();
     let at = |line: Option<usize>| Location {
         file: path.into(),
         line,
@@ -155,18 +157,18 @@ pub fn parse_profiles(
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(line).map_err(|e| {
-                DataError::invalid(
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) => records.push((Some(i + 1), v)),
+                Err(e) => problems.push(DataError::invalid(
                     at(Some(i + 1)),
                     format!(
                         "not a JSON object ({e}); profiles files hold one JSON object per line"
                     ),
-                )
-            })?;
-            records.push((Some(i + 1), v));
+                )),
+            }
         }
     }
-    if records.is_empty() {
+    if records.is_empty() && problems.is_empty() {
         return Err(DataError::invalid(at(None), "the file holds no profiles"));
     }
     let mut profiles = Vec::with_capacity(records.len());
@@ -178,12 +180,18 @@ pub fn parse_profiles(
             line,
             id: None,
         };
-        let (p, w) = parse_profile_value(&v, loc.clone(), vocab)?;
+        let (p, w) = match parse_profile_value(&v, loc.clone(), vocab) {
+            Ok(x) => x,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
         if let Some(first) = seen.insert(p.id.clone(), line) {
             let first = first
                 .map(|l| format!("line {l}"))
                 .unwrap_or_else(|| "an earlier record".into());
-            return Err(DataError::field(
+            problems.push(DataError::field(
                 Location {
                     id: Some(p.id.clone()),
                     ..loc
@@ -191,10 +199,12 @@ pub fn parse_profiles(
                 "id",
                 format!("duplicate id (first used on {first}); ids must be unique"),
             ));
+            continue;
         }
         warnings.extend(w);
         profiles.push(p);
     }
+    problems.finish()?;
     Ok(ProfileSet {
         source: path.into(),
         profiles,
@@ -628,6 +638,36 @@ mod tests {
         );
         let holdout = builtin::holdout_profiles().unwrap();
         assert!(!holdout.profiles.is_empty());
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_in_one_pass() {
+        let good = builtin::example_profiles().unwrap();
+        let line = |p: &Profile| serde_json::to_string(p).unwrap();
+        let text = format!(
+            "{}\nnot json\n{{\"id\": \"x\"}}\n{}\n",
+            line(&good.profiles[0]),
+            line(&good.profiles[0])
+        );
+        let e = parse_profiles(&text, Path::new("p.jsonl"), &vocab()).unwrap_err();
+        let DataError::Many { errors, more } = &e else {
+            panic!("one error only: {e}");
+        };
+        assert_eq!((errors.len(), *more), (3, 0), "{e}");
+        let msg = e.to_string();
+        for want in [
+            "3 problems",
+            "p.jsonl:2",
+            "p.jsonl:3",
+            "p.jsonl:4",
+            "duplicate id",
+        ] {
+            assert!(msg.contains(want), "{want} not in {msg}");
+        }
+        // Past the cap the rest are counted.
+        let many = "nope\n".repeat(crate::error::MAX_REPORTED + 5);
+        let e = parse_profiles(&many, Path::new("p.jsonl"), &vocab()).unwrap_err();
+        assert!(e.to_string().contains("and 5 more"), "{e}");
     }
 
     #[test]

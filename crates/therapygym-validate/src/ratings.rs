@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
-use therapygym_core::error::read_to_string;
+use therapygym_core::error::{Problems, read_to_string};
 use therapygym_core::{DataError, Location, Rubric, Taxonomy};
 
 use crate::csv;
@@ -348,78 +348,104 @@ impl Builder<'_> {
             fields: keys.iter().map(|k| (k.as_str(), Raw::Text(""))).collect(),
         };
         self.check_columns(&head, long)?;
+        // Every bad row is reported in one pass (up to a cap), not only the first.
+        let mut problems = Problems::default();
         for r in body {
-            if r.fields.len() != keys.len() {
-                return Err(DataError::invalid(
-                    loc(self.path, Some(r.line), None),
-                    format!(
-                        "expected {} fields as in the header (line {}: {}), found {}",
-                        keys.len(),
-                        header.line,
-                        keys.join(","),
-                        r.fields.len()
-                    ),
-                ));
-            }
-            let rec = Record {
-                line: r.line,
-                fields: keys
-                    .iter()
-                    .zip(&r.fields)
-                    .map(|(k, v)| (k.as_str(), Raw::Text(v)))
-                    .collect(),
-            };
-            if long {
-                self.long_record(&rec)?;
-            } else {
-                self.wide_record(&rec)?;
+            if let Err(e) = self.csv_row(&keys, header.line, r, long) {
+                problems.push(e);
             }
         }
+        problems.finish()?;
         Ok(if long { Layout::Long } else { Layout::Wide })
+    }
+
+    fn csv_row(
+        &mut self,
+        keys: &[String],
+        header_line: usize,
+        r: &csv::CsvRecord,
+        long: bool,
+    ) -> Result<(), DataError> {
+        if r.fields.len() != keys.len() {
+            return Err(DataError::invalid(
+                loc(self.path, Some(r.line), None),
+                format!(
+                    "expected {} fields as in the header (line {}: {}), found {}",
+                    keys.len(),
+                    header_line,
+                    keys.join(","),
+                    r.fields.len()
+                ),
+            ));
+        }
+        let rec = Record {
+            line: r.line,
+            fields: keys
+                .iter()
+                .zip(&r.fields)
+                .map(|(k, v)| (k.as_str(), Raw::Text(v)))
+                .collect(),
+        };
+        if long {
+            self.long_record(&rec)?;
+        } else {
+            self.wide_record(&rec)?;
+        }
+        Ok(())
     }
 
     fn jsonl(&mut self, text: &str) -> Result<Layout, DataError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let (mut long, mut wide) = (false, false);
+        let mut problems = Problems::default();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(line).map_err(|e| {
-                DataError::invalid(
-                    loc(self.path, Some(i + 1), None),
-                    format!("not a JSON object ({e}); expected one rating object per line"),
-                )
-            })?;
-            let Some(obj) = v.as_object() else {
-                return Err(DataError::invalid(
-                    loc(self.path, Some(i + 1), None),
-                    format!("expected a JSON object per line, found `{v}`"),
-                ));
-            };
-            let rec = Record {
-                line: i + 1,
-                fields: obj
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), Raw::Json(v)))
-                    .collect(),
-            };
-            let is_long = rec.get_any(&ITEM_KEYS, self.path)?.is_some()
-                || rec.get_any(&SCORE_KEYS, self.path)?.is_some();
-            self.check_columns(&rec, is_long)?;
-            if is_long {
-                long = true;
-                self.long_record(&rec)?;
-            } else {
-                wide = true;
-                self.wide_record(&rec)?;
+            match self.jsonl_line(i + 1, line) {
+                Ok(true) => long = true,
+                Ok(false) => wide = true,
+                Err(e) => problems.push(e),
             }
         }
+        problems.finish()?;
         Ok(match (long, wide) {
             (true, true) => Layout::Mixed,
             (false, true) => Layout::Wide,
             _ => Layout::Long,
         })
+    }
+
+    /// One JSONL record; `Ok(true)` for the long layout, `Ok(false)` for the wide one.
+    fn jsonl_line(&mut self, line_no: usize, line: &str) -> Result<bool, DataError> {
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            DataError::invalid(
+                loc(self.path, Some(line_no), None),
+                format!("not a JSON object ({e}); expected one rating object per line"),
+            )
+        })?;
+        let Some(obj) = v.as_object() else {
+            return Err(DataError::invalid(
+                loc(self.path, Some(line_no), None),
+                format!("expected a JSON object per line, found `{v}`"),
+            ));
+        };
+        let rec = Record {
+            line: line_no,
+            fields: obj
+                .iter()
+                .map(|(k, v)| (k.as_str(), Raw::Json(v)))
+                .collect(),
+        };
+        let is_long = rec.get_any(&ITEM_KEYS, self.path)?.is_some()
+            || rec.get_any(&SCORE_KEYS, self.path)?.is_some();
+        self.check_columns(&rec, is_long)?;
+        if is_long {
+            self.long_record(&rec)?;
+        } else {
+            self.wide_record(&rec)?;
+        }
+        Ok(is_long)
     }
 
     /// Required columns present (and, in the wide layout, every other column an id).
@@ -720,6 +746,26 @@ mod tests {
 
     fn err(r: Result<RatingsFile, DataError>) -> String {
         r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_bad_row_is_reported_in_one_pass() {
+        let e = csv("dialogue_id,rater,item,score\nd1,a,agenda,9\nd2,a,nope,3\nd3,a,agenda,4\nd4,a,agenda,x\n")
+            .unwrap_err()
+            .to_string();
+        for want in ["3 problems", "r.csv:2", "r.csv:3", "r.csv:5"] {
+            assert!(e.contains(want), "{want} not in {e}");
+        }
+        assert!(!e.contains("r.csv:4"), "{e}");
+        let e = jsonl(
+            "{\"dialogue_id\":\"d1\",\"rater\":\"a\",\"item\":\"agenda\",\"score\":9}\nnot json\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("2 problems") && e.contains(":1") && e.contains(":2"),
+            "{e}"
+        );
     }
 
     #[test]
