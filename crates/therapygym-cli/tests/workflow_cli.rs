@@ -235,6 +235,31 @@ fn runs_started_in_the_same_second_get_their_own_directories() {
     for n in &dirs {
         assert!(stdout(&o).contains(n.as_str()), "{}", stdout(&o));
     }
+    // `synth` (which writes its run in place) claims its default name the same way.
+    let synth = || {
+        bin()
+            .args(["synth", "--model", "scripted:echo", "--target", "8"])
+            .args(["--depth", "1", "--samples-per-node", "8"])
+            .current_dir(d.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (synth(), synth());
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let synths = std::fs::read_dir(d.path().join("runs"))
+        .unwrap()
+        .filter(|e| {
+            let e = e.as_ref().unwrap();
+            e.file_name().to_string_lossy().starts_with("synth-")
+                && e.path().join("synth.json").is_file()
+        })
+        .count();
+    assert_eq!(synths, 2);
 }
 
 #[test]
@@ -310,6 +335,24 @@ fn serve_that_cannot_start_leaves_no_run_directory() {
         assert!(!out.exists(), "serve on {bad} left {}", out.display());
         assert!(!d.path().join("runs").exists());
     }
+    // Without `--out`, a start-up failure after the bind (profiles that do not exist) removes
+    // the default directory it had claimed.
+    let o = run(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--profiles",
+            "missing.jsonl",
+            "--patient",
+            "scripted:echo",
+            "--judge",
+            "scripted:echo",
+        ],
+        d.path(),
+    );
+    assert!(!o.status.success(), "serve started with missing profiles");
+    assert!(!d.path().join("runs").exists(), "{}", stderr(&o));
 }
 
 #[test]

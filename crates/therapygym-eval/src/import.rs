@@ -9,19 +9,23 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use therapygym_core::error::{DataError, Location, read_to_string};
+use therapygym_core::error::{DataError, Location, Problems, read_to_string};
 use therapygym_core::profile::valid_id;
 use therapygym_core::{Speaker, Transcript, Turn};
 use therapygym_store::{RunStore, SessionRecord, SessionStatus};
 
 use therapygym_run::{InputFiles, OutDir, RunConfig, RunError, Staged};
 
+/// Every dialogue of a JSONL file. All bad lines are reported in one pass (the first
+/// [`therapygym_core::error::MAX_REPORTED`] listed, the rest counted), so a corpus is fixed in
+/// one round, and nothing is imported while any line is bad.
 pub fn parse_transcripts(
     text: &str,
     path: &Path,
 ) -> Result<Vec<(String, String, Transcript)>, DataError> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut problems = Problems::default();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -31,93 +35,22 @@ pub fn parse_transcripts(
             line: Some(i + 1),
             id: None,
         };
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| DataError::invalid(at.clone(), format!("not a JSON object ({e})")))?;
-        let id = ["session_id", "dialogue_id", "id"]
-            .iter()
-            .find_map(|k| {
-                v.get(*k).and_then(|x| {
-                    x.as_str()
-                        .map(String::from)
-                        .or_else(|| x.as_u64().map(|n| n.to_string()))
-                })
-            })
-            .ok_or_else(|| {
-                DataError::field(
-                    at.clone(),
-                    "session_id",
-                    "missing; every dialogue needs an id (`session_id` or `dialogue_id`)",
-                )
-            })?;
-        let at = Location {
-            id: Some(id.clone()),
-            ..at
-        };
-        if !valid_id(&id) {
-            return Err(DataError::field(
-                at,
-                "session_id",
-                "use at most 128 characters from A-Z a-z 0-9 . _ : -",
-            ));
-        }
-        if !seen.insert(id.clone()) {
-            return Err(DataError::field(
-                at,
-                "session_id",
-                "duplicate id in this file",
-            ));
-        }
-        let profile_id = v
-            .get("profile_id")
-            .and_then(Value::as_str)
-            .unwrap_or("external")
-            .to_string();
-        let msgs = v
-            .get("messages")
-            .or_else(|| v.get("turns"))
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                DataError::field(
-                    at.clone(),
-                    "messages",
-                    "missing; expected a list of {\"role\", \"content\"}",
-                )
-            })?;
-        let mut turns = Vec::new();
-        for (k, m) in msgs.iter().enumerate() {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-            if role == "system" {
-                continue;
+        match parse_line(line, at) {
+            Ok((at, dialogue)) => {
+                if seen.insert(dialogue.0.clone()) {
+                    out.push(dialogue);
+                } else {
+                    problems.push(DataError::field(
+                        at,
+                        "session_id",
+                        "duplicate id in this file",
+                    ));
+                }
             }
-            let speaker = Speaker::parse(role).ok_or_else(|| {
-                DataError::field(
-                    at.clone(),
-                    format!("messages[{k}].role"),
-                    format!("\"{role}\" is not a role; use therapist/assistant or patient/user"),
-                )
-            })?;
-            let text = m
-                .get("content")
-                .or_else(|| m.get("text"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    DataError::field(
-                        at.clone(),
-                        format!("messages[{k}].content"),
-                        "missing; expected a string",
-                    )
-                })?;
-            turns.push(Turn::new(speaker, text));
+            Err(e) => problems.push(e),
         }
-        if !turns.iter().any(|t| t.speaker == Speaker::Therapist) {
-            return Err(DataError::field(
-                at,
-                "messages",
-                "no therapist message: there is nothing to judge",
-            ));
-        }
-        out.push((id, profile_id, Transcript { turns }));
     }
+    problems.finish()?;
     if out.is_empty() {
         return Err(DataError::invalid(
             Location {
@@ -129,6 +62,92 @@ pub fn parse_transcripts(
         ));
     }
     Ok(out)
+}
+
+/// One line: its location (now with the id) and its dialogue.
+fn parse_line(
+    line: &str,
+    at: Location,
+) -> Result<(Location, (String, String, Transcript)), DataError> {
+    let v: Value = serde_json::from_str(line)
+        .map_err(|e| DataError::invalid(at.clone(), format!("not a JSON object ({e})")))?;
+    let id = ["session_id", "dialogue_id", "id"]
+        .iter()
+        .find_map(|k| {
+            v.get(*k).and_then(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .or_else(|| x.as_u64().map(|n| n.to_string()))
+            })
+        })
+        .ok_or_else(|| {
+            DataError::field(
+                at.clone(),
+                "session_id",
+                "missing; every dialogue needs an id (`session_id` or `dialogue_id`)",
+            )
+        })?;
+    let at = Location {
+        id: Some(id.clone()),
+        ..at
+    };
+    if !valid_id(&id) {
+        return Err(DataError::field(
+            at,
+            "session_id",
+            "use at most 128 characters from A-Z a-z 0-9 . _ : -",
+        ));
+    }
+    let profile_id = v
+        .get("profile_id")
+        .and_then(Value::as_str)
+        .unwrap_or("external")
+        .to_string();
+    let msgs = v
+        .get("messages")
+        .or_else(|| v.get("turns"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            DataError::field(
+                at.clone(),
+                "messages",
+                "missing; expected a list of {\"role\", \"content\"}",
+            )
+        })?;
+    let mut turns = Vec::new();
+    for (k, m) in msgs.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if role == "system" {
+            continue;
+        }
+        let speaker = Speaker::parse(role).ok_or_else(|| {
+            DataError::field(
+                at.clone(),
+                format!("messages[{k}].role"),
+                format!("\"{role}\" is not a role; use therapist/assistant or patient/user"),
+            )
+        })?;
+        let text = m
+            .get("content")
+            .or_else(|| m.get("text"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                DataError::field(
+                    at.clone(),
+                    format!("messages[{k}].content"),
+                    "missing; expected a string",
+                )
+            })?;
+        turns.push(Turn::new(speaker, text));
+    }
+    if !turns.iter().any(|t| t.speaker == Speaker::Therapist) {
+        return Err(DataError::field(
+            at,
+            "messages",
+            "no therapist message: there is nothing to judge",
+        ));
+    }
+    Ok((at, (id, profile_id, Transcript { turns })))
 }
 
 /// Creates a run at `out` holding the dialogues of `file`. Returns how many were imported.
@@ -217,5 +236,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("field `session_id`: missing"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_in_one_pass() {
+        let p = Path::new("d.jsonl");
+        let text = [
+            r#"{"session_id":"d1","messages":[{"role":"therapist","content":"Hi"}]}"#,
+            "not json",
+            r#"{"session_id":"d1","messages":[{"role":"therapist","content":"Again"}]}"#,
+            r#"{"session_id":"d3","messages":[{"role":"patient","content":"Only me"}]}"#,
+        ]
+        .join("\n");
+        let e = parse_transcripts(&text, p).unwrap_err().to_string();
+        assert!(e.starts_with("3 problems:"), "{e}");
+        assert!(e.contains("d.jsonl:2"), "{e}");
+        assert!(
+            e.contains("d.jsonl:3 (`d1`): field `session_id`: duplicate"),
+            "{e}"
+        );
+        assert!(
+            e.contains("d.jsonl:4 (`d3`): field `messages`: no therapist"),
+            "{e}"
+        );
     }
 }

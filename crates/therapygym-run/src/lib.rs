@@ -30,4 +30,4 @@ pub use finish::{
 };
 pub use inputs::{INPUTS_DIR, InputFiles};
 pub use roles::{open_role, roles_json};
-pub use rundir::{OutDir, Staged};
+pub use rundir::{ClaimedDir, OutDir, Staged};

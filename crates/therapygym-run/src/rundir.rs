@@ -53,6 +53,58 @@ fn candidates(parent: &Path, kind: &str, stamp: &str) -> impl Iterator<Item = Pa
     })
 }
 
+/// A default run directory taken for one process: created empty, so a second process started
+/// in the same second gets the next name (`mkdir` either creates or fails, atomically). Commands
+/// that write their run in place (`synth`, `train`, `serve`) use it; dropping it removes the
+/// directory only while it is still empty, so a command that fails at start-up leaves nothing
+/// behind and a run that wrote anything is kept.
+#[derive(Debug)]
+pub struct ClaimedDir {
+    path: PathBuf,
+    /// The parent this claim created (`runs/`), removed with it while empty.
+    made_parent: Option<PathBuf>,
+}
+
+impl ClaimedDir {
+    /// Claims the first free name `PARENT/KIND-<local time>[-N]`.
+    pub fn claim(parent: &Path, kind: &str) -> Result<Self, RunError> {
+        let made_parent = (!parent.exists()).then(|| parent.to_path_buf());
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+        for c in candidates(parent, kind, &stamp) {
+            match std::fs::create_dir(&c) {
+                Ok(()) => {
+                    return Ok(Self {
+                        path: c,
+                        made_parent,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&c, e)),
+            }
+        }
+        Err(RunError::Invalid(format!(
+            "cannot find a free run directory name {kind}-{stamp}-N under {}; pass `--out DIR`",
+            parent.display()
+        )))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ClaimedDir {
+    fn drop(&mut self) {
+        // `remove_dir` refuses a non-empty directory: a run that started is never removed.
+        if std::fs::remove_dir(&self.path).is_ok()
+            && let Some(p) = &self.made_parent
+        {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
 fn is_free(p: &Path) -> bool {
     match std::fs::read_dir(p) {
         Ok(mut d) => d.next().is_none(),
@@ -184,6 +236,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn claimed_default_dirs_are_distinct_and_an_unused_one_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let runs = d.path().join("runs");
+        let a = ClaimedDir::claim(&runs, "synth").unwrap();
+        let b = ClaimedDir::claim(&runs, "synth").unwrap();
+        assert_ne!(a.path(), b.path());
+        assert!(a.path().is_dir() && b.path().is_dir());
+        std::fs::write(b.path().join("manifest.json"), "{}").unwrap();
+        let (pa, pb) = (a.path().to_path_buf(), b.path().to_path_buf());
+        drop(a);
+        drop(b);
+        assert!(!pa.exists(), "an empty claimed directory is removed");
+        assert!(pb.join("manifest.json").is_file(), "a used one is kept");
+        std::fs::remove_file(pb.join("manifest.json")).unwrap();
+        drop(ClaimedDir::claim(&runs, "serve").unwrap());
+        assert!(runs.is_dir(), "a parent the claim did not make stays");
+        std::fs::remove_dir_all(&runs).unwrap();
+        drop(ClaimedDir::claim(&runs, "serve").unwrap());
+        assert!(!runs.exists(), "a parent the claim made goes with it");
+    }
 
     #[test]
     fn a_committed_run_holds_its_inputs_and_nothing_is_left_beside_it() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use therapygym_judge::Calibration;
-use therapygym_run::{AssetSources, RunConfig};
+use therapygym_run::{AssetSources, ClaimedDir, RunConfig};
 
 use crate::cli::{Given, JudgeArgs};
 
@@ -101,6 +101,22 @@ pub fn load_calibration(path: &Option<PathBuf>) -> anyhow::Result<Option<Arc<Cal
         Some(p) => Some(Arc::new(Calibration::load(p)?)),
         None => None,
     })
+}
+
+/// `--out` when given, else a fresh `runs/KIND-<local time>[-N]` claimed for this process
+/// (kept in `claimed`, which removes it again if the command fails before writing to it).
+pub fn out_or_claim(
+    out: &Option<PathBuf>,
+    kind: &str,
+    claimed: &mut Option<ClaimedDir>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(o) = out {
+        return Ok(o.clone());
+    }
+    let c = ClaimedDir::claim(std::path::Path::new("runs"), kind)?;
+    let path = c.path().to_path_buf();
+    *claimed = Some(c);
+    Ok(path)
 }
 
 pub fn absolute(p: PathBuf) -> PathBuf {

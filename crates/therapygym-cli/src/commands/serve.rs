@@ -1,6 +1,5 @@
 //! `therapygym serve`: the RL service (docs/serve.md). Behaviour lives in `therapygym-server`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,16 +10,9 @@ use therapygym_server::{AuthToken, ChatFormat, Server, ServerConfig, TOKEN_ENV, 
 
 use crate::cli::{Opening, ServeArgs};
 use crate::commands::run_args::{
-    absolute, absolute_data_paths, apply_judge_args, load_calibration,
+    absolute, absolute_data_paths, apply_judge_args, load_calibration, out_or_claim,
 };
 use crate::ui;
-
-fn default_out() -> PathBuf {
-    PathBuf::from("runs").join(format!(
-        "serve-{}",
-        chrono::Local::now().format("%Y%m%d-%H%M%S")
-    ))
-}
 
 pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
     // The judge flags shared with `eval` and `judge` apply through the same code.
@@ -57,7 +49,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         session,
         judge_config: ec.judge_config,
         calibration: load_calibration(&a.judge_args.calibration)?,
-        out: Some(a.out.clone().unwrap_or_else(default_out)),
+        out: a.out.clone(),
         ttl: Duration::from_secs(a.ttl_s),
         max_lifetime: Duration::from_secs(a.max_lifetime_s.max(a.ttl_s)),
         max_live_episodes: a.max_live_episodes,
@@ -99,6 +91,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read the address bound for {}", a.addr))?;
     therapygym_server::check_exposure(&addr, cfg.auth_token.is_some())?;
     let authenticated = cfg.auth_token.is_some();
+    // The run directory is claimed only once the address is bound.
+    let mut _claimed = None;
+    let mut cfg = cfg;
+    cfg.out = Some(out_or_claim(&cfg.out, "serve", &mut _claimed)?);
     let server = Server::new(cfg).await.context("cannot start the service")?;
     if authenticated {
         ui::info("authentication: a bearer token is required on every route but /healthz");

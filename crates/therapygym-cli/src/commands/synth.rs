@@ -1,6 +1,5 @@
 //! `therapygym synth`: TreeSynth profile synthesis (see docs/synth.md).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +13,7 @@ use therapygym_synth::{
 };
 
 use crate::cli::{Given, SynthArgs};
-use crate::commands::run_args::check_resume_flags;
+use crate::commands::run_args::{check_resume_flags, out_or_claim};
 use crate::ui;
 
 /// Renders the library's events: nodes expanded per level, then profiles kept against the
@@ -140,14 +139,8 @@ fn config_from(a: &SynthArgs) -> SynthConfig {
     c
 }
 
-fn default_out() -> PathBuf {
-    PathBuf::from("runs").join(format!(
-        "synth-{}",
-        chrono::Local::now().format("%Y%m%d-%H%M%S")
-    ))
-}
-
 pub async fn run(a: SynthArgs, given: &Given) -> anyhow::Result<ExitCode> {
+    let mut _claimed = None;
     let run = match &a.resume {
         Some(dir) => {
             check_resume_flags("synth", given, &["concurrency", "json"])?;
@@ -173,7 +166,7 @@ pub async fn run(a: SynthArgs, given: &Given) -> anyhow::Result<ExitCode> {
                 Some(d) => SynthPrompts::with_overrides(d)?,
                 None => SynthPrompts::default(),
             };
-            let out = a.out.clone().unwrap_or_else(default_out);
+            let out = out_or_claim(&a.out, "synth", &mut _claimed)?;
             RunDir::create(&out, config, prompts, seeds, &source)?
         }
     };

@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,7 +7,7 @@ use therapygym_train::{StepRecord, TrainConfig, TrainObserver, TrainStart, run_t
 
 use crate::cli::{Given, TrainArgs};
 use crate::commands::run_args::{
-    absolute, absolute_data_paths, apply_judge_args, check_resume_flags,
+    absolute, absolute_data_paths, apply_judge_args, check_resume_flags, out_or_claim,
 };
 use crate::ui;
 
@@ -158,18 +157,14 @@ fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
 }
 
 pub async fn run(a: TrainArgs, given: &Given) -> anyhow::Result<ExitCode> {
+    let mut _claimed = None;
     let start = match &a.resume {
         Some(dir) => {
             check_resume_flags("train", given, &["json"])?;
             TrainStart::Resume { dir: dir.clone() }
         }
         None => TrainStart::New {
-            out: a.out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(format!(
-                    "train-{}",
-                    chrono::Local::now().format("%Y%m%d-%H%M%S")
-                ))
-            }),
+            out: out_or_claim(&a.out, "train", &mut _claimed)?,
         },
     };
     let config = config(&a)?;
