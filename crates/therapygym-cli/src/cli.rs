@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
 
+fn parse_shard(s: &str) -> Result<therapygym_run::Shard, String> {
+    therapygym_run::Shard::parse(s).map_err(|e| e.to_string())
+}
+
 /// A count that must be at least 1 (`--concurrency 0` is an error, not "as many as possible").
 pub fn at_least_one() -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::new().range(1..)
@@ -59,6 +63,8 @@ pub enum Command {
     View(ViewArgs),
     /// List the runs under a directory (default `runs`), or show one run's manifest and judgment sets.
     Runs(RunsArgs),
+    /// Combine the shard runs of one `eval --shard I/N` plan into one run directory.
+    Merge(MergeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +166,11 @@ pub struct EvalArgs {
     /// Sessions per profile (epochs), each with its own seed.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub sessions_per_profile: u32,
+    /// Run only the I-th of N disjoint slices of the planned sessions (by session id);
+    /// `auto/N` takes I from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID (0-based, I = index
+    /// + 1). Combine the shards with `therapygym merge`. [default: the whole plan]
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<therapygym_run::Shard>,
     /// Therapist turns per session (5 = the paper's 10-message sessions).
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub turns: u32,
@@ -265,6 +276,19 @@ pub struct ImportArgs {
     /// The judge `therapygym judge` will use by default.
     #[arg(long, default_value = "embedded")]
     pub judge: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The shard run directories (every shard 1..N of one plan, each finished).
+    #[arg(value_name = "SHARD_DIR", required = true, num_args = 1..)]
+    pub shards: Vec<PathBuf>,
+    /// The merged run directory to create.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod import;
+pub mod merge;
 pub mod progress;
 pub mod rescore;
 pub mod run;
@@ -12,6 +13,7 @@ pub mod summary;
 pub use config::Concurrency;
 pub use progress::{Progress, SessionOutcome, Silent};
 pub use run::{
-    EvalOutcome, Start, check_kind, plan, prepare, run_eval, run_eval_until, stored_concurrency,
+    EvalOutcome, Start, check_kind, plan, planned_sessions, prepare, run_eval, run_eval_until,
+    stored_concurrency,
 };
 pub use summary::{Summary, summarize};

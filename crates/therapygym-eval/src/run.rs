@@ -59,6 +59,22 @@ pub fn plan(profiles: &[Profile], per_profile: u32, run_seed: u64) -> Vec<Planne
     v
 }
 
+/// The sessions a run plans: the whole plan, or its `--shard` slice.
+pub fn planned_sessions(config: &RunConfig, profiles: &[Profile]) -> Vec<PlannedSession> {
+    let all = plan(profiles, config.sessions_per_profile, config.seed);
+    match &config.shard {
+        None => all,
+        Some(shard) => {
+            let keep: BTreeSet<String> = shard
+                .select(all.iter().map(|p| p.id.as_str()))
+                .into_iter()
+                .map(String::from)
+                .collect();
+            all.into_iter().filter(|p| keep.contains(&p.id)).collect()
+        }
+    }
+}
+
 fn manifest(
     run_id: &str,
     config: &RunConfig,
@@ -80,7 +96,7 @@ fn manifest(
 }
 
 /// Differences between two JSON values, as dotted key paths (for "config differs" messages).
-fn diff_keys(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
+pub(crate) fn diff_keys(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
@@ -263,11 +279,7 @@ struct Work {
 }
 
 fn remaining_work(h: &RunHandles, judge_hash: &str) -> Result<Work, RunError> {
-    let planned = plan(
-        &h.assets.profiles.profiles,
-        h.config.sessions_per_profile,
-        h.config.seed,
-    );
+    let planned = planned_sessions(&h.config, &h.assets.profiles.profiles);
     let statuses = h.store.session_statuses()?;
     let judged: BTreeSet<String> = h.store.judgments(judge_hash)?.into_keys().collect();
     let todo = planned

@@ -29,6 +29,10 @@ pub struct RunConfig {
     pub assets: AssetSources,
     /// Above this share of unscored sessions the command exits with code 1.
     pub max_unscored_rate: f64,
+    /// `eval --shard I/N`: this run holds only that slice of the plan. Absent (and so out of
+    /// the config hash) for whole runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl RunConfig {
@@ -43,6 +47,7 @@ impl RunConfig {
             judge_config: JudgeConfig::default(),
             assets: AssetSources::new(therapist_prompt),
             max_unscored_rate: 0.02,
+            shard: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod finish;
 pub mod inputs;
 pub mod roles;
 pub mod rundir;
+pub mod shard;
 
 pub use assets::{AssetSources, Assets};
 pub use config::{
@@ -31,3 +32,4 @@ pub use finish::{
 pub use inputs::{INPUTS_DIR, InputFiles};
 pub use roles::{open_role, roles_json};
 pub use rundir::{ClaimedDir, OutDir, Staged};
+pub use shard::Shard;

@@ -1,3 +1,5 @@
+mod merge;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

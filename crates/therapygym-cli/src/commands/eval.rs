@@ -152,6 +152,9 @@ fn apply(c: &mut RunConfig, a: &EvalArgs, only: Option<&Given>) {
     if set("sessions_per_profile") {
         c.sessions_per_profile = a.sessions_per_profile;
     }
+    if set("shard") {
+        c.shard = a.shard;
+    }
     if set("turns") {
         c.session.turns = a.turns;
     }
@@ -197,6 +200,12 @@ fn settings(c: &RunConfig) -> BTreeMap<&'static str, String> {
         ("patient", c.patient.clone()),
         ("judge", c.judge.clone()),
         ("sessions_per_profile", c.sessions_per_profile.to_string()),
+        (
+            "shard",
+            c.shard
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "none (the whole plan)".into()),
+        ),
         ("turns", c.session.turns.to_string()),
         ("opening", c.session.opening.as_str().to_string()),
         ("therapist_prompt", a.therapist_prompt.clone()),

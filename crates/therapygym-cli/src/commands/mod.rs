@@ -9,6 +9,7 @@ mod import;
 mod interrupt;
 mod judge;
 mod leaderboard;
+mod merge;
 mod models;
 mod report;
 mod run_args;
@@ -36,5 +37,6 @@ pub async fn run(cli: Cli, given: Given) -> anyhow::Result<ExitCode> {
         Command::Leaderboard(a) => leaderboard::run(a),
         Command::View(a) => view::run(a).await,
         Command::Runs(a) => runs::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }
