@@ -1051,6 +1051,7 @@ mod tests {
         let scored = JudgmentRow {
             verdict: Verdict::Scored {
                 judgment: Judgment {
+                    codes: Vec::new(),
                     ctrs: BTreeMap::new(),
                     safety: BTreeMap::new(),
                 },
