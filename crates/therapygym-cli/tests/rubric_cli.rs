@@ -272,3 +272,88 @@ fn a_reward_config_naming_an_item_the_rubric_lacks_fails_at_start_up() {
         stderr(&o)
     );
 }
+
+#[test]
+fn the_report_adapts_its_rows_to_the_mi_rubric() {
+    let d = tempfile::tempdir().unwrap();
+    let run_dir = d.path().join("mi");
+    let o = eval(d.path(), &run_dir, &["--rubric", "mi"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["report", run_dir.to_str().unwrap(), "--json"], d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = r["runs"][0]["rows"].as_array().unwrap();
+    let group = |g: &str| -> Vec<&str> {
+        rows.iter()
+            .filter(|x| x["group"] == g)
+            .map(|x| x["id"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(group("item"), MI_GLOBALS);
+    let measures = group("measure");
+    assert_eq!(
+        measures.len(),
+        16,
+        "10 codes and 6 derived scores: {measures:?}"
+    );
+    assert!(measures.contains(&"reflection_to_question_ratio"));
+    let item = rows.iter().find(|x| x["id"] == "empathy").unwrap();
+    assert_eq!(
+        (item["min"].as_f64(), item["max"].as_f64()),
+        (Some(1.0), Some(5.0))
+    );
+    let non = rows.iter().find(|x| x["id"] == "mi_non_adherent").unwrap();
+    assert_eq!(non["lower_is_better"], true);
+    let page = d.path().join("r.html");
+    let o = run(
+        &[
+            "report",
+            run_dir.to_str().unwrap(),
+            "--out",
+            page.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Behaviour counts and derived scores"));
+    assert!(html.contains("% complex reflections"));
+}
+
+#[test]
+fn train_refuses_a_reward_config_for_another_rubric_before_loading_anything() {
+    let d = tempfile::tempdir().unwrap();
+    // Any existing file passes the policy check that comes first; the reward check then
+    // fails before the policy is read.
+    let policy = d.path().join("p.gguf");
+    std::fs::write(&policy, b"not a model").unwrap();
+    let reward = d.path().join("r.toml");
+    std::fs::write(&reward, "[ctrs.weights]\nhomework = 1.0\n").unwrap();
+    let spec = format!("gguf:{}", policy.display());
+    let out = d.path().join("t");
+    let o = run(
+        &[
+            "train",
+            "--policy",
+            &spec,
+            "--patient",
+            "scripted:echo",
+            "--judge",
+            "scripted:echo",
+            "--rubric",
+            "mi",
+            "--reward-config",
+            reward.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let e = stderr(&o);
+    assert!(
+        e.contains("`ctrs.weights.homework` is not an item or derived score of rubric mi-miti42/1"),
+        "{e}"
+    );
+    assert!(!out.exists(), "no run directory is left behind");
+}

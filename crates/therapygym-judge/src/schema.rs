@@ -112,6 +112,11 @@ mod tests {
         );
         let e = &codes["items"]["properties"]["codes"]["items"]["enum"];
         assert_eq!(e.as_array().unwrap().len(), 10);
+        // The embedded model's grammar comes from the same schema: each position's index is
+        // fixed, so a constrained decoder can only code utterances 1..=3 in order.
+        let g = therapygym_models::gbnf::schema_to_gbnf(&s).unwrap();
+        assert!(g.contains(r#""\"utterance\"" ":" space "3" space"#), "{g}");
+        assert!(g.contains(r#""\"complex_reflection\"" space"#), "{g}");
         // CTRS keeps its schema (no codes, the `ctrs` key).
         let ctrs = judgment_schema(&builtin::rubric().unwrap(), &t, 40);
         assert_eq!(ctrs["required"], json!(["ctrs", "safety"]));
