@@ -128,8 +128,9 @@ pub struct JudgeArgs {
     /// Reward weights and penalties (TOML; see docs/formats.md). [default: data/rewards/default.toml]
     #[arg(long, value_name = "FILE")]
     pub reward_config: Option<PathBuf>,
-    /// A rubric file (TOML) instead of the shipped CTRS. [default: data/rubrics/ctrs.toml]
-    #[arg(long, value_name = "FILE")]
+    /// The rubric: a TOML file, or a built-in name (`ctrs`, `mi` = Motivational Interviewing,
+    /// MITI 4.2 structure). [default: ctrs, data/rubrics/ctrs.toml]
+    #[arg(long, value_name = "FILE|NAME")]
     pub rubric: Option<PathBuf>,
     /// A safety taxonomy file (TOML) instead of the shipped one. [default: data/safety/tg-safety.toml]
     #[arg(long, value_name = "FILE")]
@@ -475,8 +476,8 @@ pub struct ValidateArgs {
     /// With --run: the judgment set (hash or unique prefix) [default: the most recent]
     #[arg(long, value_name = "HASH", requires = "run")]
     pub judge_hash: Option<String>,
-    /// A rubric file (TOML) instead of the shipped CTRS.
-    #[arg(long, value_name = "FILE")]
+    /// The rubric: a TOML file, or a built-in name (`ctrs`, `mi`). [default: ctrs]
+    #[arg(long, value_name = "FILE|NAME")]
     pub rubric: Option<PathBuf>,
     /// A safety taxonomy file (TOML) instead of the shipped one.
     #[arg(long, value_name = "FILE")]

@@ -18,11 +18,24 @@ pub struct LabelFlag {
     pub evidence: String,
 }
 
-/// A complete judgment: every rubric item scored, every enabled safety label decided.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The behaviour codes the judge gave one therapist utterance (1-based among the therapist's
+/// utterances); a code may appear more than once, an empty list means nothing codable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UtteranceCodes {
+    pub utterance: u32,
+    pub codes: Vec<String>,
+}
+
+/// A complete judgment: every rubric item scored, every enabled safety label decided and, for a
+/// rubric with behaviour codes, every therapist utterance coded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Judgment {
+    /// The rubric's global items (the key is `ctrs` for every rubric, as stored since the start).
     pub ctrs: BTreeMap<String, ItemScore>,
     pub safety: BTreeMap<String, LabelFlag>,
+    /// Per-utterance behaviour codes, in utterance order (empty for rubrics without codes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<UtteranceCodes>,
 }
 
 impl Judgment {
@@ -50,6 +63,8 @@ pub enum UnscoredReason {
     ProviderError,
     /// Too many judge failures recently; scoring paused.
     CircuitOpen,
+    /// Behaviour codes for the wrong therapist utterances (missing, extra or repeated index).
+    UtteranceMismatch,
 }
 
 impl UnscoredReason {
@@ -63,6 +78,7 @@ impl UnscoredReason {
             UnscoredReason::Refusal => "refusal",
             UnscoredReason::ProviderError => "provider_error",
             UnscoredReason::CircuitOpen => "circuit_open",
+            UnscoredReason::UtteranceMismatch => "utterance_mismatch",
         }
     }
 
@@ -76,6 +92,7 @@ impl UnscoredReason {
             "refusal" => UnscoredReason::Refusal,
             "provider_error" => UnscoredReason::ProviderError,
             "circuit_open" => UnscoredReason::CircuitOpen,
+            "utterance_mismatch" => UnscoredReason::UtteranceMismatch,
             _ => return None,
         })
     }
@@ -134,7 +151,12 @@ mod tests {
         );
         let back: Verdict = serde_json::from_str(&s).unwrap();
         assert_eq!(back, v);
-        for r in ["parse_failure", "truncated", "circuit_open"] {
+        for r in [
+            "parse_failure",
+            "truncated",
+            "circuit_open",
+            "utterance_mismatch",
+        ] {
             assert_eq!(UnscoredReason::parse(r).unwrap().as_str(), r);
         }
     }

@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod error;
 pub mod hash;
 pub mod judgment;
+pub mod measures;
 pub mod profile;
 pub mod prompts;
 pub mod reward;
@@ -16,7 +17,8 @@ pub mod transcript;
 pub mod vocab;
 
 pub use error::{DataError, Location};
-pub use judgment::{ItemScore, Judgment, LabelFlag, UnscoredReason, Verdict};
+pub use judgment::{ItemScore, Judgment, LabelFlag, UnscoredReason, UtteranceCodes, Verdict};
+pub use measures::{BehaviourCode, DerivedKind, DerivedScore, DerivedValue};
 pub use profile::{Profile, ProfileSet, RiskCue, load_profiles, parse_profile_value};
 pub use prompts::Template;
 pub use reward::{RewardBreakdown, RewardConfig};

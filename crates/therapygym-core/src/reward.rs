@@ -165,12 +165,33 @@ impl RewardConfig {
     /// Checks the config against a rubric and taxonomy (names every unknown id).
     pub fn check(&self, rubric: &Rubric, taxonomy: &Taxonomy) -> Result<(), String> {
         for k in self.ctrs.weights.keys() {
-            if rubric.item(k).is_none() {
+            if rubric.item(k).is_some() {
+                continue;
+            }
+            let Some(d) = rubric.derived_score(k) else {
+                let derived: Vec<&str> = rubric.derived.iter().map(|d| d.id.as_str()).collect();
+                let hint = if rubric.code(k).is_some() {
+                    "; a behaviour code's count enters a reward through a derived score (`kind = \"sum\"` with a `range`)"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "reward config `{}`: `ctrs.weights.{k}` is not an item of rubric {}; items: {}",
+                    "reward config `{}`: `ctrs.weights.{k}` is not an item or derived score of rubric {}; items: {}; derived scores: {}{hint}",
                     self.id,
                     rubric.version_id(),
-                    rubric.item_ids().join(", ")
+                    rubric.item_ids().join(", "),
+                    if derived.is_empty() {
+                        "none".to_string()
+                    } else {
+                        derived.join(", ")
+                    },
+                ));
+            };
+            if rubric.derived_range(d).is_none() {
+                return Err(format!(
+                    "reward config `{}`: `ctrs.weights.{k}`: derived score `{k}` of rubric {} has no `range = [lo, hi]`, so it cannot be normalised into the reward; add one to the rubric",
+                    self.id,
+                    rubric.version_id()
                 ));
             }
         }
@@ -195,7 +216,8 @@ impl RewardConfig {
         Ok(())
     }
 
-    /// The (item, weight) pairs entering the reward, normalised if asked.
+    /// The (item or derived score, weight) pairs entering the reward, normalised if asked:
+    /// items in rubric order, then the derived scores the config weights.
     pub fn item_weights(&self, rubric: &Rubric) -> Vec<(String, f64)> {
         let mut w: Vec<(String, f64)> = rubric
             .items
@@ -206,6 +228,12 @@ impl RewardConfig {
                 None => None,
             })
             .collect();
+        w.extend(
+            rubric
+                .derived
+                .iter()
+                .filter_map(|d| self.ctrs.weights.get(&d.id).map(|x| (d.id.clone(), *x))),
+        );
         let total: f64 = w.iter().map(|(_, x)| x).sum();
         if self.ctrs.normalize && total > 0.0 {
             for (_, x) in &mut w {
@@ -240,9 +268,34 @@ impl RewardConfig {
                 .ok_or_else(|| format!("item `{item}` is not scored"))?;
             Ok((f64::from(s.score) - f64::from(rubric.min_score)) / span)
         };
+        let derived = rubric.derive(judgment);
+        let norm_derived = |id: &str| -> Result<f64, String> {
+            let d = rubric
+                .derived_score(id)
+                .ok_or_else(|| format!("`{id}` is not a derived score"))?;
+            let [lo, hi] = rubric
+                .derived_range(d)
+                .ok_or_else(|| format!("derived score `{id}` has no range"))?;
+            let v = derived
+                .iter()
+                .find(|(k, _)| k == id)
+                .map(|(_, v)| v)
+                .ok_or_else(|| format!("derived score `{id}` is not computed"))?;
+            match v.value {
+                Some(x) => Ok((x.clamp(lo, hi) - lo) / (hi - lo)),
+                None => Err(format!(
+                    "derived score `{id}` has no value: {}",
+                    v.reason.as_deref().unwrap_or("unknown")
+                )),
+            }
+        };
         let mut ctrs = 0.0;
         for (item, w) in self.item_weights(rubric) {
-            ctrs += w * norm(&item)?;
+            ctrs += w * if rubric.item(&item).is_some() {
+                norm(&item)?
+            } else {
+                norm_derived(&item)?
+            };
         }
         let reward_items: Vec<&str> = rubric.reward_items().map(|i| i.id.as_str()).collect();
         let mut sum = 0.0;
@@ -303,6 +356,7 @@ mod tests {
 
     fn judgment(scores: &[(&str, u8)], flags: &[(&str, bool)]) -> Judgment {
         Judgment {
+            codes: Vec::new(),
             ctrs: scores
                 .iter()
                 .map(|(k, s)| {
@@ -410,6 +464,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("r.toml: not a valid reward config"), "{e}");
+    }
+
+    #[test]
+    fn derived_scores_can_be_weighted_and_unknown_ids_are_named() {
+        let mi = crate::builtin::load_rubric(Path::new("mi")).unwrap();
+        let taxonomy = crate::builtin::taxonomy().unwrap();
+        let cfg = RewardConfig::parse(
+            "[ctrs]\ndefault_weight = 0.0\n[ctrs.weights]\ntechnical_global = 1.0\nreflection_to_question_ratio = 1.0\n",
+            Path::new("r.toml"),
+        )
+        .unwrap();
+        cfg.check(&mi, &taxonomy).unwrap();
+        let score = |s: u8| crate::judgment::ItemScore {
+            score: s,
+            rationale: String::new(),
+        };
+        let mut j = Judgment {
+            ctrs: mi.items.iter().map(|i| (i.id.clone(), score(4))).collect(),
+            codes: vec![crate::judgment::UtteranceCodes {
+                utterance: 1,
+                codes: vec!["question".into(), "simple_reflection".into()],
+            }],
+            ..Judgment::default()
+        };
+        let b = cfg.compute(&j, &mi, "", false).unwrap();
+        // technical 4 on 1..5 → 0.75; ratio 1 on [0, 2] → 0.5; equal weights normalised.
+        assert!(
+            (b.reward - (0.75 + 0.5) / 2.0).abs() < 1e-12,
+            "{}",
+            b.reward
+        );
+        j.codes[0].codes = vec!["simple_reflection".into()];
+        let e = cfg.compute(&j, &mi, "", false).unwrap_err();
+        assert!(
+            e.contains("`reflection_to_question_ratio` has no value: denominator is 0"),
+            "{e}"
+        );
+        for (toml, want) in [
+            (
+                "[ctrs.weights]\nagenda = 1.0\n",
+                "`ctrs.weights.agenda` is not an item or derived score of rubric mi-miti42/1",
+            ),
+            (
+                "[ctrs.weights]\nquestion = 1.0\n",
+                "through a derived score",
+            ),
+            (
+                "[ctrs.weights]\nmi_adherent = 1.0\n",
+                "has no `range = [lo, hi]`",
+            ),
+        ] {
+            let e = RewardConfig::parse(toml, Path::new("r.toml"))
+                .unwrap()
+                .check(&mi, &taxonomy)
+                .unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -90,6 +90,25 @@ impl Transcript {
             .join("\n")
     }
 
+    /// The canonical view with each therapist line numbered among the therapist's lines
+    /// (`Therapist [1]: …`), for rubrics whose judge codes every therapist utterance.
+    pub fn numbered(&self) -> String {
+        let mut k = 0;
+        self.turns
+            .iter()
+            .map(|t| {
+                let text = t.text.split_whitespace().collect::<Vec<_>>().join(" ");
+                if t.speaker == Speaker::Therapist {
+                    k += 1;
+                    format!("{} [{k}]: {text}", t.speaker.label())
+                } else {
+                    format!("{}: {text}", t.speaker.label())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub fn therapist_turns(&self) -> usize {
         self.turns
             .iter()
@@ -117,6 +136,12 @@ mod tests {
         assert_eq!(
             t.canonical(),
             "Therapist: Hello, how are you?\nPatient: Tired."
+        );
+        let mut t2 = t.clone();
+        t2.turns.push(Turn::new(Speaker::Therapist, "Tired how?"));
+        assert_eq!(
+            t2.numbered(),
+            "Therapist [1]: Hello, how are you?\nPatient: Tired.\nTherapist [2]: Tired how?"
         );
         assert_eq!(Speaker::parse("assistant"), Some(Speaker::Therapist));
         assert_eq!(Speaker::parse("USER"), Some(Speaker::Patient));

@@ -48,6 +48,28 @@ pub struct CtrsSummary {
     pub n: u64,
 }
 
+/// A behaviour count (`kind` = `count`) or a derived score (`kind` = its formula kind) over the
+/// scored sessions: the per-session mean with its 95% t-interval; sessions where a derived score
+/// has no value (a 0 denominator) are left out of the mean and counted with their reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasureSummary {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub mean: Option<f64>,
+    pub ci95: Option<[f64; 2]>,
+    /// Sessions with a value.
+    pub n: u64,
+    /// Sum over sessions (counts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// Scored sessions without a value.
+    #[serde(default)]
+    pub no_value: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub no_value_reasons: BTreeMap<String, u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelSummary {
     pub rate: Option<f64>,
@@ -95,7 +117,14 @@ pub struct Summary {
     pub failure_reasons: BTreeMap<String, u64>,
     pub unscored_rate: Option<f64>,
     pub unscored_reasons: BTreeMap<String, u64>,
+    /// The rubric of the judgment set (`id/version`).
+    #[serde(default)]
+    pub rubric: Option<String>,
+    /// The rubric's global items (named `ctrs` for every rubric).
     pub ctrs: CtrsSummary,
+    /// Behaviour counts, then derived scores, in rubric order (empty for a rubric with neither).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measures: Vec<MeasureSummary>,
     pub safety: SafetySummary,
     pub reward: RewardSummary,
     pub attempts: u32,
@@ -152,6 +181,10 @@ struct Tally<'a> {
     /// Each scored session's mean normalised score over the reward items.
     session_norm: Vec<f64>,
     label_flags: BTreeMap<&'a str, Vec<f64>>,
+    /// Per scored session: each code's count.
+    counts: BTreeMap<String, Vec<f64>>,
+    /// Per scored session: each derived score's value, and why it had none.
+    derived: BTreeMap<String, (Vec<f64>, BTreeMap<String, u64>)>,
     any: Vec<f64>,
     rewards: Vec<f64>,
     reward_errors: BTreeMap<String, u64>,
@@ -179,6 +212,8 @@ impl<'a> Tally<'a> {
                 .into_iter()
                 .map(|l| (l, Vec::new()))
                 .collect(),
+            counts: BTreeMap::new(),
+            derived: BTreeMap::new(),
             any: Vec::new(),
             rewards: Vec::new(),
             reward_errors: BTreeMap::new(),
@@ -224,6 +259,16 @@ impl<'a> Tally<'a> {
         if let Some(m) = mean(&norms) {
             self.session_norm.push(m);
         }
+        for (code, n) in rubric.code_counts(judgment) {
+            self.counts.entry(code).or_default().push(f64::from(n));
+        }
+        for (id, v) in rubric.derive(judgment) {
+            let (values, reasons) = self.derived.entry(id).or_default();
+            match (v.value, v.reason) {
+                (Some(x), _) => values.push(x),
+                (None, r) => *reasons.entry(r.unwrap_or_default()).or_default() += 1,
+            }
+        }
         let mut any_flag = false;
         for (label, v) in self.label_flags.iter_mut() {
             if let Some(f) = judgment.safety.get(*label) {
@@ -268,6 +313,40 @@ impl<'a> Tally<'a> {
             ci95: ci95(&self.session_norm).map(clamp01),
             n: self.session_norm.len() as u64,
         }
+    }
+
+    fn measures(&self) -> Vec<MeasureSummary> {
+        let rubric = &self.assets.rubric;
+        let none = (Vec::new(), BTreeMap::new());
+        let codes = rubric.codes.iter().map(|c| {
+            let v = self.counts.get(&c.id).unwrap_or(&none.0);
+            MeasureSummary {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                kind: "count".into(),
+                mean: mean(v),
+                ci95: ci95(v),
+                n: v.len() as u64,
+                total: Some(v.iter().sum()),
+                no_value: 0,
+                no_value_reasons: BTreeMap::new(),
+            }
+        });
+        let derived = rubric.derived.iter().map(|d| {
+            let (v, reasons) = self.derived.get(&d.id).unwrap_or(&none);
+            MeasureSummary {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                kind: d.kind.as_str().into(),
+                mean: mean(v),
+                ci95: ci95(v),
+                n: v.len() as u64,
+                total: None,
+                no_value: reasons.values().sum(),
+                no_value_reasons: reasons.clone(),
+            }
+        });
+        codes.chain(derived).collect()
     }
 
     fn safety(&self) -> SafetySummary {
@@ -354,7 +433,9 @@ pub fn summarize(
             Some(tally.unscored as f64 / judged as f64)
         },
         unscored_reasons: tally.reasons.clone(),
+        rubric: Some(assets.rubric.version_id()),
         ctrs: tally.ctrs(),
+        measures: tally.measures(),
         safety: tally.safety(),
         reward: RewardSummary {
             mean: mean(&tally.rewards),

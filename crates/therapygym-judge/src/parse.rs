@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use therapygym_core::{ItemScore, Judgment, LabelFlag, Rubric, Taxonomy, UnscoredReason};
+use therapygym_core::rubric::MAX_CODES_PER_UTTERANCE;
+use therapygym_core::{
+    ItemScore, Judgment, LabelFlag, Rubric, Taxonomy, UnscoredReason, UtteranceCodes,
+};
 
 /// Why a reply is unusable, with a message suitable for a re-ask and for the run store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,21 +52,24 @@ fn extract_json(text: &str) -> Option<Value> {
 }
 
 /// Validates a reply against the rubric and the enabled labels. `truncated` is whether the
-/// reply stopped at max_tokens.
+/// reply stopped at max_tokens; `utterances` is the number of therapist utterances of the
+/// session, which a rubric with behaviour codes needs coded exactly once each.
 pub fn parse_judgment(
     text: &str,
     truncated: bool,
     rubric: &Rubric,
     taxonomy: &Taxonomy,
+    utterances: usize,
 ) -> Result<Judgment, Invalid> {
     let v = reply_json(text, truncated)?;
+    let key = rubric.items_key();
     let Some(obj) = v.as_object() else {
         return Err(invalid(
             UnscoredReason::SchemaViolation,
-            "the reply must be a JSON object with `ctrs` and `safety`",
+            format!("the reply must be a JSON object with `{key}` and `safety`"),
         ));
     };
-    let ctrs_obj = section(obj, "ctrs")?;
+    let ctrs_obj = section(obj, key)?;
     let mut ctrs = BTreeMap::new();
     for item in &rubric.items {
         let Some(entry) = ctrs_obj.get(&item.id) else {
@@ -85,7 +91,116 @@ pub fn parse_judgment(
         };
         safety.insert(label.id.clone(), label_flag(&label.id, entry)?);
     }
-    Ok(Judgment { ctrs, safety })
+    let codes = if rubric.codes.is_empty() {
+        Vec::new()
+    } else {
+        utterance_codes(obj.get("codes"), rubric, utterances)?
+    };
+    Ok(Judgment {
+        ctrs,
+        safety,
+        codes,
+    })
+}
+
+/// The `codes` list: one entry per therapist utterance 1..=`utterances`, each `{"utterance": k,
+/// "codes": [ids]}` with known code ids; returned in utterance order.
+fn utterance_codes(
+    v: Option<&Value>,
+    rubric: &Rubric,
+    utterances: usize,
+) -> Result<Vec<UtteranceCodes>, Invalid> {
+    let list = match v {
+        None => return Err(invalid(UnscoredReason::MissingItem, "`codes` is missing")),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(invalid(
+                UnscoredReason::SchemaViolation,
+                "`codes` must be a list of {\"utterance\": k, \"codes\": [...]}",
+            ));
+        }
+    };
+    let mut by_index: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (pos, entry) in list.iter().enumerate() {
+        let at = format!("`codes[{pos}]`");
+        let Some(m) = entry.as_object() else {
+            return Err(invalid(
+                UnscoredReason::SchemaViolation,
+                format!("{at} must be an object {{\"utterance\": k, \"codes\": [...]}}"),
+            ));
+        };
+        let k = match m.get("utterance").and_then(Value::as_u64) {
+            Some(k) if (1..=utterances as u64).contains(&k) => k as u32,
+            Some(k) => {
+                return Err(invalid(
+                    UnscoredReason::UtteranceMismatch,
+                    format!(
+                        "{at}: utterance {k} does not exist (the session has {utterances} therapist utterances, numbered 1 to {utterances})"
+                    ),
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    UnscoredReason::SchemaViolation,
+                    format!("{at}.utterance must be a positive integer"),
+                ));
+            }
+        };
+        let Some(Value::Array(given)) = m.get("codes") else {
+            return Err(invalid(
+                UnscoredReason::SchemaViolation,
+                format!("{at}.codes must be a list of code ids"),
+            ));
+        };
+        if given.len() > MAX_CODES_PER_UTTERANCE as usize {
+            return Err(invalid(
+                UnscoredReason::OutOfRange,
+                format!(
+                    "utterance {k} has {} codes (at most {MAX_CODES_PER_UTTERANCE})",
+                    given.len()
+                ),
+            ));
+        }
+        let mut codes = Vec::with_capacity(given.len());
+        for c in given {
+            match c.as_str() {
+                Some(id) if rubric.code(id).is_some() => codes.push(id.to_string()),
+                _ => {
+                    let ids: Vec<&str> = rubric.codes.iter().map(|c| c.id.as_str()).collect();
+                    return Err(invalid(
+                        UnscoredReason::OutOfRange,
+                        format!(
+                            "utterance {k}: {c} is not a code (codes: {})",
+                            ids.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if by_index.insert(k, codes).is_some() {
+            return Err(invalid(
+                UnscoredReason::UtteranceMismatch,
+                format!("utterance {k} is coded twice; code each therapist utterance once"),
+            ));
+        }
+    }
+    let missing: Vec<String> = (1..=utterances as u32)
+        .filter(|k| !by_index.contains_key(k))
+        .map(|k| k.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(
+            UnscoredReason::UtteranceMismatch,
+            format!(
+                "utterance(s) {} not coded; the session has {utterances} therapist utterances and each needs one entry",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(by_index
+        .into_iter()
+        .map(|(utterance, codes)| UtteranceCodes { utterance, codes })
+        .collect())
 }
 
 /// The reply as JSON, or why it is not: cut off, a refusal, or no JSON at all.
@@ -238,7 +353,102 @@ mod tests {
             truncated,
             &builtin::rubric().unwrap(),
             &builtin::taxonomy().unwrap(),
+            2,
         )
+    }
+
+    fn mi_reply(codes: Value) -> String {
+        let mi = builtin::load_rubric(std::path::Path::new("mi")).unwrap();
+        let mut v = valid();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("ctrs");
+        let globals: serde_json::Map<String, Value> = mi
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    serde_json::json!({"rationale": "r", "score": 5}),
+                )
+            })
+            .collect();
+        obj.insert("globals".into(), Value::Object(globals));
+        obj.insert("codes".into(), codes);
+        v.to_string()
+    }
+
+    fn check_mi(codes: Value) -> Result<Judgment, Invalid> {
+        parse_judgment(
+            &mi_reply(codes),
+            false,
+            &builtin::load_rubric(std::path::Path::new("mi")).unwrap(),
+            &builtin::taxonomy().unwrap(),
+            3,
+        )
+    }
+
+    #[test]
+    fn utterance_codes_must_cover_each_utterance_once() {
+        use serde_json::json;
+        let e = |u: u32, c: &[&str]| json!({"utterance": u, "codes": c});
+        let j = check_mi(json!([
+            e(2, &["question"]),
+            e(1, &[]),
+            e(3, &["affirm", "affirm"])
+        ]))
+        .unwrap();
+        assert_eq!(j.ctrs["empathy"].score, 5);
+        assert_eq!(
+            j.codes.iter().map(|c| c.utterance).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "kept in utterance order"
+        );
+        assert_eq!(j.codes[2].codes, ["affirm", "affirm"], "repeats count");
+        let fail = |codes: Value| check_mi(codes).unwrap_err();
+        let missing = fail(json!([e(1, &[]), e(3, &[])]));
+        assert_eq!(missing.reason, UnscoredReason::UtteranceMismatch);
+        assert!(
+            missing.message.contains("utterance(s) 2 not coded"),
+            "{}",
+            missing.message
+        );
+        let extra = fail(json!([e(1, &[]), e(2, &[]), e(3, &[]), e(4, &[])]));
+        assert_eq!(extra.reason, UnscoredReason::UtteranceMismatch);
+        assert!(
+            extra.message.contains("utterance 4 does not exist"),
+            "{}",
+            extra.message
+        );
+        let zero = fail(json!([e(0, &[]), e(1, &[]), e(2, &[])]));
+        assert_eq!(zero.reason, UnscoredReason::UtteranceMismatch);
+        let dup = fail(json!([e(1, &[]), e(2, &[]), e(2, &[]), e(3, &[])]));
+        assert_eq!(dup.reason, UnscoredReason::UtteranceMismatch);
+        assert!(
+            dup.message.contains("utterance 2 is coded twice"),
+            "{}",
+            dup.message
+        );
+        let unknown = fail(json!([e(1, &["nod"]), e(2, &[]), e(3, &[])]));
+        assert_eq!(unknown.reason, UnscoredReason::OutOfRange);
+        assert!(
+            unknown.message.contains("\"nod\" is not a code"),
+            "{}",
+            unknown.message
+        );
+        let shape = fail(json!({"1": ["question"]}));
+        assert_eq!(shape.reason, UnscoredReason::SchemaViolation);
+        // The codes list itself missing.
+        let mut v: Value = serde_json::from_str(&mi_reply(json!([]))).unwrap();
+        v.as_object_mut().unwrap().remove("codes");
+        let e = parse_judgment(
+            &v.to_string(),
+            false,
+            &builtin::load_rubric(std::path::Path::new("mi")).unwrap(),
+            &builtin::taxonomy().unwrap(),
+            3,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, UnscoredReason::MissingItem);
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! Supported: `type` (one or a list), `const`, `enum`, `anyOf`/`oneOf`, `$ref` to `#/$defs/…`
 //! or `#/definitions/…` (recursion allowed), objects (`properties`, `required`,
 //! `additionalProperties` as a schema when no properties are declared), arrays (`items`,
-//! `minItems`, `maxItems`), strings (`minLength`, `maxLength`; `format` is ignored), integers
+//! `minItems`, `maxItems`, and `prefixItems` when `minItems` covers every prefix entry), strings (`minLength`, `maxLength`; `format` is ignored), integers
 //! (`minimum`/`maximum` and their exclusive forms), numbers, booleans, null. Anything else that
-//! changes which values are valid (`pattern`, `allOf`, `not`, `prefixItems`, …) is an error
+//! changes which values are valid (`pattern`, `allOf`, `not`, `contains`, …) is an error
 //! naming the keyword, rather than a grammar that silently lets invalid replies through.
 
 use std::collections::HashMap;
@@ -31,7 +31,6 @@ const UNSUPPORTED: &[&str] = &[
     "if",
     "then",
     "else",
-    "prefixItems",
     "contains",
     "uniqueItems",
     "multipleOf",
@@ -384,6 +383,9 @@ impl<'a> Converter<'a> {
         if max.is_some_and(|m| m < min) {
             return Err(err(path, "`maxItems` is below `minItems`"));
         }
+        if let Some(prefix) = obj.get("prefixItems") {
+            return self.prefixed(prefix, &item, min, max, path);
+        }
         let more = format!("(\",\" space {item})");
         let body = match max {
             Some(0) => String::new(),
@@ -397,6 +399,49 @@ impl<'a> Converter<'a> {
             ),
         };
         Ok(self.rule(format!("\"[\" space {body} \"]\" space")))
+    }
+
+    /// An array whose first entries follow `prefixItems` one by one (all of them required), then
+    /// `item` up to `max` entries in all.
+    fn prefixed(
+        &mut self,
+        prefix: &'a Value,
+        item: &str,
+        min: u64,
+        max: Option<u64>,
+        path: &str,
+    ) -> Result<String, GrammarError> {
+        let prefix = prefix
+            .as_array()
+            .ok_or_else(|| err(path, "`prefixItems` must be an array of schemas"))?;
+        let k = prefix.len() as u64;
+        if min < k || max.is_some_and(|m| m < k) {
+            return Err(err(
+                path,
+                "`prefixItems` needs `minItems` (and `maxItems`, if given) of at least its length for the local backend",
+            ));
+        }
+        let mut parts = Vec::with_capacity(prefix.len() + 1);
+        for (i, s) in prefix.iter().enumerate() {
+            let e = self.visit(s, &format!("{path}/prefixItems/{i}"))?;
+            parts.push(if i == 0 {
+                e
+            } else {
+                format!("\",\" space {e}")
+            });
+        }
+        let more = format!("(\",\" space {item})");
+        let tail_max = max.map(|m| m - k);
+        if tail_max != Some(0) {
+            if k == 0 {
+                return Err(err(
+                    path,
+                    "an empty `prefixItems` with further items is not supported; use `items`",
+                ));
+            }
+            parts.push(repeat(&more, min - k, tail_max));
+        }
+        Ok(self.rule(format!("\"[\" space {} \"]\" space", parts.join(" "))))
     }
 
     fn string(&mut self, obj: &Map<String, Value>, path: &str) -> Result<String, GrammarError> {
@@ -506,6 +551,27 @@ mod tests {
             g.contains(r#""[" space value ("," space value)* "]" space"#),
             "{g}"
         );
+    }
+
+    #[test]
+    fn prefix_items_fix_each_position_in_order() {
+        let g = rules(json!({"type": "array", "minItems": 2, "maxItems": 2,
+            "prefixItems": [{"const": 1}, {"const": 2}], "items": {"type": "integer"}}));
+        assert!(
+            g.contains(r#""[" space "1" space "," space "2" space "]" space"#),
+            "{g}"
+        );
+        let g = rules(json!({"type": "array", "minItems": 1, "maxItems": 3,
+            "prefixItems": [{"const": 1}], "items": {"type": "boolean"}}));
+        assert!(
+            g.contains(r#""[" space "1" space ("," space boolean){0,2} "]" space"#),
+            "{g}"
+        );
+        let g = rules(json!({"type": "array", "minItems": 0, "maxItems": 0, "prefixItems": []}));
+        assert!(g.contains(r#""[" space  "]" space"#), "{g}");
+        let e =
+            schema_to_gbnf(&json!({"type": "array", "prefixItems": [{"const": 1}]})).unwrap_err();
+        assert!(e.message.contains("`minItems`"), "{e}");
     }
 
     #[test]

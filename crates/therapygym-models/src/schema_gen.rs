@@ -2,7 +2,8 @@
 //! requests (a scripted judge then gives valid, seed-dependent judgments).
 //!
 //! Covers the subset that judge and synthesis schemas use: object/properties/required, array,
-//! string (min/maxLength, enum), integer/number (enum, minimum/maximum), boolean, null, const,
+//! array `prefixItems` (position k from its own schema, the rest from `items`), string
+//! (min/maxLength, enum), integer/number (enum, minimum/maximum), boolean, null, const,
 //! anyOf/oneOf (first branch) and `type` lists (first non-null type).
 
 use serde_json::{Map, Value};
@@ -117,7 +118,16 @@ fn gen_value(schema: &Value, rng: &mut SplitMix64, oor_done: &mut bool) -> Value
                 .unwrap_or(min.max(3));
             let n = rng.range_i64(min as i64, max.max(min) as i64) as usize;
             let items = obj.get("items").cloned().unwrap_or(Value::Bool(true));
-            Value::Array((0..n).map(|_| gen_value(&items, rng, oor_done)).collect())
+            let prefix = obj
+                .get("prefixItems")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            Value::Array(
+                (0..n)
+                    .map(|i| gen_value(prefix.get(i).unwrap_or(&items), rng, oor_done))
+                    .collect(),
+            )
         }
         "integer" => {
             let lo = obj.get("minimum").and_then(Value::as_i64).unwrap_or(0);
@@ -232,6 +242,30 @@ mod tests {
         let v = generate(&schema, 3, Fault::MissingItem);
         assert!(v["ctrs"].get("b").is_none());
         assert!(v["ctrs"].get("a").is_some());
+    }
+
+    #[test]
+    fn prefix_items_fix_each_position() {
+        let entry = |k: u64| {
+            json!({"type": "object", "required": ["utterance", "codes"],
+            "properties": {"utterance": {"type": "integer", "const": k},
+                           "codes": {"type": "array", "items": {"type": "string", "enum": ["q", "r"]}, "minItems": 0, "maxItems": 3}}})
+        };
+        let s = json!({"type": "array", "minItems": 4, "maxItems": 4,
+            "prefixItems": [entry(1), entry(2), entry(3), entry(4)],
+            "items": {"type": "object"}});
+        let validator = jsonschema::validator_for(&s).unwrap();
+        for seed in 0..10 {
+            let v = generate(&s, seed, Fault::None);
+            assert!(validator.is_valid(&v), "{v}");
+            let idx: Vec<u64> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["utterance"].as_u64().unwrap())
+                .collect();
+            assert_eq!(idx, [1, 2, 3, 4]);
+        }
     }
 
     #[test]

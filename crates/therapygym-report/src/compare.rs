@@ -191,6 +191,7 @@ pub(crate) mod tests {
             .zip(scores.iter().zip(flags))
             .map(|(s, (&score, &flag))| {
                 let judgment = Judgment {
+                    codes: Vec::new(),
                     ctrs: [(
                         "a".to_string(),
                         ItemScore {
@@ -237,6 +238,7 @@ pub(crate) mod tests {
                 name: "X".into(),
             }],
             source: "stored",
+            rubric_def: None,
         };
         let set = SetData {
             set: JudgeSet {

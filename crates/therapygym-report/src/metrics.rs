@@ -27,6 +27,8 @@ pub enum Kind {
 pub enum Group {
     Overall,
     Item,
+    /// Behaviour counts and derived scores of rubrics that have them.
+    Measure,
     Safety,
     Reward,
 }
@@ -35,6 +37,8 @@ pub enum Group {
 enum Source {
     NormalizedMean,
     Item,
+    Count,
+    Derived,
     AnyViolation,
     Label,
     Reward,
@@ -95,6 +99,22 @@ pub fn metrics(defs: &Definitions) -> Vec<Metric> {
         m.reward = i.reward;
         out.push(m);
     }
+    if let Some(r) = &defs.rubric_def {
+        for c in &r.codes {
+            out.push(row(
+                &c.id,
+                &c.name,
+                Group::Measure,
+                Kind::Value,
+                Source::Count,
+            ));
+        }
+        for d in &r.derived {
+            let mut m = row(&d.id, &d.name, Group::Measure, Kind::Value, Source::Derived);
+            m.lower_is_better = d.lower_is_better;
+            out.push(m);
+        }
+    }
     out.push(row(
         ANY_VIOLATION,
         "Any safety violation",
@@ -130,6 +150,17 @@ impl Metric {
         match self.source {
             Source::NormalizedMean => normalized_mean(defs, judgment),
             Source::Item => judgment.ctrs.get(&self.id).map(|s| f64::from(s.score)),
+            Source::Count => defs
+                .rubric_def
+                .as_ref()
+                .and_then(|r| r.code_counts(judgment).get(&self.id).map(|n| f64::from(*n))),
+            // A derived score without a value (a 0 denominator) leaves the session out.
+            Source::Derived => defs.rubric_def.as_ref().and_then(|r| {
+                r.derive(judgment)
+                    .into_iter()
+                    .find(|(k, _)| *k == self.id)
+                    .and_then(|(_, v)| v.value)
+            }),
             Source::AnyViolation => {
                 let flags: Vec<bool> = defs
                     .labels

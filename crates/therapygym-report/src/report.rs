@@ -57,7 +57,7 @@ impl Report {
     /// The self-contained HTML page (no script, nothing fetched).
     pub fn html(&self, inputs: &Inputs<'_>) -> Result<String, ReportError> {
         let env = crate::html::environment()?;
-        let sections = [
+        let mut sections = vec![
             section(
                 self,
                 "items",
@@ -80,6 +80,16 @@ impl Report {
                 "violation rate with 95% CI",
             )?,
         ];
+        let measures = section(
+            self,
+            "measures",
+            "Behaviour counts and derived scores",
+            Group::Measure,
+            "per-session mean with 95% CI",
+        )?;
+        if !measures.rows.is_empty() {
+            sections.insert(1, measures);
+        }
         let reward = histogram(
             "reward",
             "reward per session",

@@ -39,6 +39,9 @@ pub struct Definitions {
     pub labels: Vec<LabelDef>,
     /// Where the definitions came from: `stored`, `shipped` or `judgments`.
     pub source: &'static str,
+    /// The full rubric when known: its behaviour codes and derived scores become rows too.
+    #[serde(skip)]
+    pub rubric_def: Option<std::sync::Arc<Rubric>>,
 }
 
 /// One judgment set of a run with its judgments.
@@ -191,6 +194,7 @@ fn definitions(set: &JudgeSet, judgments: &BTreeMap<String, JudgmentRow>) -> Def
             items: r.items.iter().map(|i| item_def(&r, i)).collect(),
             labels: enabled_labels(&t, set),
             source: "stored",
+            rubric_def: Some(std::sync::Arc::new(r)),
         };
     }
     let named = |key: &str| set.identity[key]["id"].as_str().unwrap_or("").to_string();
@@ -208,6 +212,7 @@ fn definitions(set: &JudgeSet, judgments: &BTreeMap<String, JudgmentRow>) -> Def
             items: r.items.iter().map(|i| item_def(&r, i)).collect(),
             labels: enabled_labels(&t, set),
             source: "shipped",
+            rubric_def: Some(std::sync::Arc::new(r)),
         };
     }
     let mut items: BTreeMap<String, (f64, f64)> = BTreeMap::new();
@@ -246,6 +251,7 @@ fn definitions(set: &JudgeSet, judgments: &BTreeMap<String, JudgmentRow>) -> Def
             })
             .collect(),
         source: "judgments",
+        rubric_def: None,
     }
 }
 

@@ -69,7 +69,7 @@ fn template(path: &Option<PathBuf>, default: Template) -> Result<Template, DataE
 impl Assets {
     pub fn load(src: &AssetSources) -> Result<Assets, DataError> {
         let rubric = match &src.rubric {
-            Some(p) => Rubric::parse(&therapygym_core::error::read_to_string(p)?, p)?,
+            Some(p) => builtin::load_rubric(p)?,
             None => builtin::rubric()?,
         };
         let mut taxonomy = match &src.taxonomy {
@@ -117,7 +117,7 @@ impl Assets {
             Some(p) => Some(Arc::new(Calibration::load(p)?)),
             None => None,
         };
-        let (js, ju) = builtin::judge_prompts();
+        let (js, ju) = builtin::judge_prompts_for(&rubric)?;
         Ok(Assets {
             calibration,
             therapist_prompt: builtin::therapist_prompt(&src.therapist_prompt)?,

@@ -215,6 +215,7 @@ mod tests {
         );
         let verdict = Verdict::Scored {
             judgment: Judgment {
+                codes: Vec::new(),
                 ctrs,
                 safety: Default::default(),
             },

@@ -72,7 +72,13 @@ impl AssetSources {
         ];
         for (field, stem, ext) in fields {
             if let Some(p) = field.take() {
-                *field = Some(files.copy(&p, stem, ext)?);
+                *field = Some(if stem == "rubric" && !p.exists() {
+                    // A built-in rubric by short name (`--rubric mi`): its text is copied in.
+                    let (text, _) = builtin::rubric_source(&p)?;
+                    files.put("rubric.toml", text.into_bytes())
+                } else {
+                    files.copy(&p, stem, ext)?
+                });
             }
         }
         if !builtin_prompt(&self.therapist_prompt) {
@@ -169,6 +175,19 @@ mod tests {
         assert_eq!(b.therapist_prompt, "cbt");
         assert!(files.is_empty());
         assert_eq!(b.resolved_in(Path::new("/r")).therapist_prompt, "cbt");
+    }
+
+    #[test]
+    fn a_builtin_rubric_name_is_copied_in_as_a_file() {
+        let mut src = AssetSources::new("cbt");
+        src.rubric = Some("mi".into());
+        let (rel, files) = src.bundle().unwrap();
+        assert_eq!(rel.rubric.as_deref(), Some(Path::new("inputs/rubric.toml")));
+        let (_, text) = files.iter().next().unwrap();
+        assert_eq!(text, builtin::RUBRIC_MI.as_bytes());
+        src.rubric = Some("nope".into());
+        let e = src.bundle().unwrap_err().to_string();
+        assert!(e.contains("built-in name (ctrs, mi)"), "{e}");
     }
 
     #[test]

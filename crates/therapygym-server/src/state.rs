@@ -476,6 +476,20 @@ impl AppState {
                 "ctrs".into(),
                 json!({"items": items, "excluded_from_reward": excluded, "normalized": b.ctrs_normalized}),
             );
+            let rubric = &self.assets.rubric;
+            if !rubric.codes.is_empty() || !rubric.derived.is_empty() {
+                // Behaviour counts and derived scores (null with its reason when a denominator
+                // is 0), for rubrics that define them (e.g. `--rubric mi`).
+                let derived: Map<String, Value> = rubric
+                    .derive(j)
+                    .into_iter()
+                    .map(|(k, v)| (k, json!(v)))
+                    .collect();
+                info.insert(
+                    "measures".into(),
+                    json!({"counts": rubric.code_counts(j), "derived": derived}),
+                );
+            }
             let labels: Map<String, Value> = j
                 .safety
                 .iter()

@@ -2,7 +2,9 @@
 //!
 //! JSONL record: `{session_id, profile_id, epoch, seed, status, style, error, judge_hash,
 //! messages[{role, content}], judgment{ctrs{ITEM:{score, rationale}}, safety{LABEL:{flag,
-//! evidence}}, calibrated{ITEM: score}?, unscored_reason}, reward, reward_error}`.
+//! evidence}}, calibrated{ITEM: score}?, codes[{utterance, codes}]?, counts{CODE: n}?,
+//! derived{ID: value|null}?, derived_reasons{ID: why}?, unscored_reason}, reward, reward_error}`
+//! (`codes`, `counts` and `derived` for rubrics with behaviour codes or derived scores).
 //! `judgment` is null for a session the chosen judge set has not judged; `unscored_reason` is
 //! null for a scored session; `error` says why a session failed; `judge_hash` names the
 //! judgment set the row's judgment comes from. The same records (messages only) are what
@@ -13,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use therapygym_core::Verdict;
+use therapygym_core::{Rubric, Verdict};
 
 use crate::store::{JudgmentRow, SessionRecord};
 
@@ -34,6 +36,18 @@ fn reward_error(j: &JudgmentRow) -> Option<&str> {
 /// One session's record. `judge_hash` is the set the export reads (rows without a judgment
 /// still say which set they were looked up in).
 pub fn record_in(s: &SessionRecord, j: Option<&JudgmentRow>, judge_hash: Option<&str>) -> Value {
+    record_with(s, j, judge_hash, None)
+}
+
+/// [`record_in`] with the judgment set's rubric: a scored judgment then also carries its
+/// behaviour codes, code counts and derived scores (a derived score without a value is null,
+/// its reason under `derived_reasons`).
+pub fn record_with(
+    s: &SessionRecord,
+    j: Option<&JudgmentRow>,
+    judge_hash: Option<&str>,
+    rubric: Option<&Rubric>,
+) -> Value {
     let messages: Vec<ExportMessage> = s
         .transcript
         .turns
@@ -54,6 +68,25 @@ pub fn record_in(s: &SessionRecord, j: Option<&JudgmentRow>, judge_hash: Option<
         };
         if let (Some(c), Some(obj)) = (&j.calibrated, v.as_object_mut()) {
             obj.insert("calibrated".into(), c.clone());
+        }
+        if let (Verdict::Scored { judgment }, Some(obj)) = (&j.verdict, v.as_object_mut()) {
+            if !judgment.codes.is_empty() {
+                obj.insert("codes".into(), json!(judgment.codes));
+            }
+            if let Some(r) = rubric.filter(|r| !r.codes.is_empty() || !r.derived.is_empty()) {
+                obj.insert("counts".into(), json!(r.code_counts(judgment)));
+                let derived = r.derive(judgment);
+                let values: Map<String, Value> = derived
+                    .iter()
+                    .map(|(k, d)| (k.clone(), json!(d.value)))
+                    .collect();
+                let reasons: Map<String, Value> = derived
+                    .iter()
+                    .filter_map(|(k, d)| d.reason.as_ref().map(|r| (k.clone(), json!(r))))
+                    .collect();
+                obj.insert("derived".into(), Value::Object(values));
+                obj.insert("derived_reasons".into(), Value::Object(reasons));
+            }
         }
         v
     });
@@ -83,7 +116,23 @@ pub fn record(s: &SessionRecord, j: Option<&JudgmentRow>) -> Value {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Columns {
     pub items: Vec<String>,
+    /// Behaviour codes (a column of counts each), after the items.
+    pub codes: Vec<String>,
+    /// Derived scores, after the codes (empty cell = no value).
+    pub derived: Vec<String>,
     pub labels: Vec<String>,
+}
+
+impl Columns {
+    /// The columns of a rubric and its enabled labels, in file order.
+    pub fn of(rubric: &Rubric, labels: Vec<String>) -> Self {
+        Self {
+            items: rubric.items.iter().map(|i| i.id.clone()).collect(),
+            codes: rubric.codes.iter().map(|c| c.id.clone()).collect(),
+            derived: rubric.derived.iter().map(|d| d.id.clone()).collect(),
+            labels,
+        }
+    }
 }
 
 impl Columns {
@@ -106,7 +155,11 @@ impl Columns {
         }
         items.sort();
         labels.sort();
-        Self { items, labels }
+        Self {
+            items,
+            labels,
+            ..Self::default()
+        }
     }
 }
 
@@ -129,7 +182,7 @@ fn sorted(
 
 /// CSV with the columns found in the rows (see [`csv_in`]).
 pub fn csv(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> String {
-    csv_in(rows, &Columns::seen(rows), None)
+    csv_in(rows, &Columns::seen(rows), None, None)
 }
 
 /// CSV: one row per session in session-id order; scores and flags as columns (`ITEM_calibrated`
@@ -139,6 +192,7 @@ pub fn csv_in(
     rows: &[(SessionRecord, Option<JudgmentRow>)],
     cols: &Columns,
     judge_hash: Option<&str>,
+    rubric: Option<&Rubric>,
 ) -> String {
     let calibrated = rows
         .iter()
@@ -161,12 +215,14 @@ pub fn csv_in(
     if calibrated {
         header.extend(cols.items.iter().map(|i| format!("{i}_calibrated")));
     }
+    header.extend(cols.codes.iter().cloned());
+    header.extend(cols.derived.iter().cloned());
     header.extend(cols.labels.iter().cloned());
     header.push("messages".into());
     let mut out = header.join(",");
     out.push('\n');
     for (s, j) in sorted(rows) {
-        let rec = record_in(s, j.as_ref(), judge_hash);
+        let rec = record_with(s, j.as_ref(), judge_hash, rubric);
         let text = |v: &Value| match v {
             Value::Null => String::new(),
             Value::String(s) => s.clone(),
@@ -191,6 +247,12 @@ pub fn csv_in(
                 cells.push(text(&rec["judgment"]["calibrated"][i]));
             }
         }
+        for c in &cols.codes {
+            cells.push(text(&rec["judgment"]["counts"][c]));
+        }
+        for d in &cols.derived {
+            cells.push(text(&rec["judgment"]["derived"][d]));
+        }
         for l in &cols.labels {
             cells.push(
                 rec["judgment"]["safety"][l]["flag"]
@@ -208,14 +270,18 @@ pub fn csv_in(
 }
 
 pub fn jsonl(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> String {
-    jsonl_in(rows, None)
+    jsonl_in(rows, None, None)
 }
 
 /// JSONL: one record per session, in session-id order.
-pub fn jsonl_in(rows: &[(SessionRecord, Option<JudgmentRow>)], judge_hash: Option<&str>) -> String {
+pub fn jsonl_in(
+    rows: &[(SessionRecord, Option<JudgmentRow>)],
+    judge_hash: Option<&str>,
+    rubric: Option<&Rubric>,
+) -> String {
     let mut out = String::new();
     for (s, j) in sorted(rows) {
-        out.push_str(&record_in(s, j.as_ref(), judge_hash).to_string());
+        out.push_str(&record_with(s, j.as_ref(), judge_hash, rubric).to_string());
         out.push('\n');
     }
     out

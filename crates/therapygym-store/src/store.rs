@@ -1053,6 +1053,7 @@ mod tests {
         let scored = JudgmentRow {
             verdict: Verdict::Scored {
                 judgment: Judgment {
+                    codes: Vec::new(),
                     ctrs: BTreeMap::new(),
                     safety: BTreeMap::new(),
                 },

@@ -96,7 +96,7 @@ impl Catalog {
     /// The rubric and taxonomy files given, or the shipped ones.
     pub fn load(rubric: Option<&Path>, taxonomy: Option<&Path>) -> Result<Self, DataError> {
         let rubric = match rubric {
-            Some(p) => Rubric::parse(&read_to_string(p)?, p)?,
+            Some(p) => therapygym_core::builtin::load_rubric(p)?,
             None => therapygym_core::builtin::rubric()?,
         };
         let taxonomy = match taxonomy {

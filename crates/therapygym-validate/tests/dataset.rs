@@ -121,6 +121,7 @@ fn rater_mismatches_are_errors_not_skips() {
 fn judgment(agenda: u8, crisis: bool) -> Verdict {
     Verdict::Scored {
         judgment: Judgment {
+            codes: Vec::new(),
             ctrs: BTreeMap::from([(
                 "agenda".to_owned(),
                 ItemScore {

@@ -11,15 +11,13 @@ use crate::ui;
 /// 2 keep no definitions: their columns come from the rows).
 fn columns(set: Option<&JudgeSet>) -> Option<Columns> {
     let set = set?;
-    Some(Columns {
-        items: set.rubric()?.items.into_iter().map(|i| i.id).collect(),
-        labels: set
-            .taxonomy()?
-            .enabled_ids()
-            .into_iter()
-            .map(String::from)
-            .collect(),
-    })
+    let labels = set
+        .taxonomy()?
+        .enabled_ids()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    Some(Columns::of(&set.rubric()?, labels))
 }
 
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -42,11 +40,13 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
             (s, j)
         })
         .collect();
+    // The set's own rubric (stored with it) gives codes, counts and derived scores.
+    let rubric = set.as_ref().and_then(JudgeSet::rubric);
     let text = match a.format {
-        ExportFormat::Jsonl => export::jsonl_in(&rows, hash.as_deref()),
+        ExportFormat::Jsonl => export::jsonl_in(&rows, hash.as_deref(), rubric.as_ref()),
         ExportFormat::Csv => {
             let cols = columns(set.as_ref()).unwrap_or_else(|| Columns::seen(&rows));
-            export::csv_in(&rows, &cols, hash.as_deref())
+            export::csv_in(&rows, &cols, hash.as_deref(), rubric.as_ref())
         }
     };
     match a.out {

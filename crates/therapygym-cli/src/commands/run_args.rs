@@ -124,8 +124,21 @@ pub fn absolute(p: PathBuf) -> PathBuf {
 }
 
 /// Makes the data-file paths absolute, so a run's manifest names them wherever it is resumed.
+/// A built-in rubric name (`--rubric mi`) with no file of that name stays a name.
 pub fn absolute_data_paths(a: &mut AssetSources) {
-    for p in [&mut a.reward_config, &mut a.rubric, &mut a.taxonomy] {
+    let builtin_rubric = a.rubric.as_ref().is_some_and(|p| {
+        !p.exists()
+            && therapygym_core::builtin::RUBRICS
+                .iter()
+                .any(|(n, _)| p.as_os_str() == *n)
+    });
+    for (i, p) in [&mut a.reward_config, &mut a.rubric, &mut a.taxonomy]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 1 && builtin_rubric {
+            continue;
+        }
         if let Some(x) = p.take() {
             *p = Some(absolute(x));
         }

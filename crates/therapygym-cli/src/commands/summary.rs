@@ -36,16 +36,66 @@ fn reasons(title: &str, m: &BTreeMap<String, u64>) {
     }
 }
 
+/// What the item table is called: `CTRS` for the CTRS (and summaries that do not say), else
+/// the rubric's `id/version`.
+fn rubric_label(s: &Summary) -> String {
+    match s.rubric.as_deref() {
+        Some(r) if !r.starts_with("ctrs") => r.to_string(),
+        _ => "CTRS".to_string(),
+    }
+}
+
+/// Behaviour counts and derived scores, when the rubric has them.
+fn measures_table(s: &Summary) {
+    if s.measures.is_empty() {
+        return;
+    }
+    ui::out("");
+    ui::out(&format!(
+        "{:<34} {:>8} {:>8} {:>20} {:>4} {:>8}",
+        "behaviour count / derived score", "kind", "mean", "95% CI", "n", "no value"
+    ));
+    for m in &s.measures {
+        let ci = m
+            .ci95
+            .map(|[l, h]| format!("[{l:.2}, {h:.2}]"))
+            .unwrap_or_default();
+        ui::out(&format!(
+            "{:<34} {:>8} {:>8} {:>20} {:>4} {:>8}",
+            m.id,
+            m.kind,
+            f(m.mean, 2),
+            ci,
+            m.n,
+            m.no_value
+        ));
+    }
+    let mut why: BTreeMap<String, u64> = BTreeMap::new();
+    for m in &s.measures {
+        for (r, n) in &m.no_value_reasons {
+            *why.entry(format!("{}: {r}", m.id)).or_default() += n;
+        }
+    }
+    reasons("derived scores without a value, by reason", &why);
+}
+
 fn ctrs_table(s: &Summary) {
+    let label = rubric_label(s);
     if s.ctrs.n == 0 {
-        ui::out("CTRS: no scored session");
+        ui::out(&format!("{label}: no scored session"));
         return;
     }
     let calibrated = s.calibration.is_some();
     let cal_head = if calibrated { "calibrated" } else { "" };
     ui::out(&format!(
         "{:<34} {:>6} {:>6} {:>18} {:>4} {:>11} {:>10}",
-        "CTRS item", "mean", "norm", "95% CI (norm)", "n", "", cal_head
+        format!("{label} item"),
+        "mean",
+        "norm",
+        "95% CI (norm)",
+        "n",
+        "",
+        cal_head
     ));
     for (id, it) in s
         .ctrs
@@ -67,7 +117,7 @@ fn ctrs_table(s: &Summary) {
     }
     ui::out(&format!(
         "{:<34} {:>6} {:>6} {:>18} {:>4}",
-        "CTRS normalized mean (reward items)",
+        format!("{label} normalized mean (reward items)"),
         "",
         f(s.ctrs.normalized_mean, 3),
         ci(s.ctrs.ci95),
@@ -130,6 +180,7 @@ pub fn report(s: &Summary, json: bool) {
     ));
     ui::out("");
     ctrs_table(s);
+    measures_table(s);
     ui::out("");
     safety_table(s);
     reasons("failed sessions by reason", &s.failure_reasons);
