@@ -303,6 +303,23 @@ class OpenRLHFGroupEndToEndTest(unittest.TestCase):
         self.assertEqual((g["complete"], g["scored"], g["unscored"], g["abandoned"]), (True, 2, 1, 1))
 
 
+class OpenRLHFTurnRewardTest(unittest.TestCase):
+    def test_per_turn_rewards_are_the_step_rewards(self):
+        from test_verl import TurnRewardService  # noqa: PLC0415
+
+        with TurnRewardService() as svc:
+            tok = FakeTokenizer("chatml")
+            Executor = make_agent_executor(base_url=svc.url, tokenizer=tok)
+            out = asyncio.run(
+                run_openrlhf_like(Executor(), tok, label_for("tg-012", 4), texts=["How are you?", "I see.", "Why?"])
+            )
+            self.assertEqual(out["turns"], 3)
+            self.assertEqual(out["step_rewards"][:2], [0.25, 0.0])
+            # OpenRLHF sums the steps: the turn rewards plus the final session reward.
+            self.assertAlmostEqual(out["reward"], 0.25 + out["step_rewards"][2], places=12)
+            self.assertEqual(out["extra_logs"][UNSCORED], 0.0)
+
+
 class OpenRLHFRewardRouteUnscoredTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

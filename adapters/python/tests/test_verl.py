@@ -361,6 +361,50 @@ class VerlGroupEndToEndTest(unittest.TestCase):
         self.assertEqual(live_episodes(url), 0)
 
 
+TURN_REWARD_TOML = """id = "turny"
+[turn_reward]
+judge_every = 0
+[[turn_reward.text_terms]]
+name = "questions"
+patterns = ["?"]
+weight = 0.25
+cap = 1
+"""
+
+
+class TurnRewardService:
+    """A service with ``--turn-reward`` and a reward config whose ``[turn_reward]`` gives 0.25 for a
+    question in the turn."""
+
+    def __enter__(self):
+        import tempfile  # noqa: PLC0415
+
+        self.dir = tempfile.TemporaryDirectory()
+        path = f"{self.dir.name}/reward.toml"
+        with open(path, "w") as f:
+            f.write(TURN_REWARD_TOML)
+        self.svc = Service("--turns", "3", "--turn-reward", "--reward-config", path).start()
+        return self.svc
+
+    def __exit__(self, *exc):
+        self.svc.stop()
+        self.dir.cleanup()
+
+
+class VerlTurnRewardTest(unittest.TestCase):
+    def test_per_turn_rewards_reach_turn_scores_and_the_session_reward_decides(self):
+        with TurnRewardService() as svc:
+            kwargs = {"name": "therapy", "profile_id": "tg-011", "seed": 3}
+            texts = ["How are you?", "I see.", "What next?"]
+            r = asyncio.run(run_verl_like(TherapyInteraction({"base_url": svc.url}), kwargs, texts))
+            self.assertTrue(r["done"])
+            self.assertEqual(r["turn_scores"][:2], [0.25, 0.0])
+            self.assertEqual(len(r["turn_scores"]), 3)
+            out = compute_score(None, r["solution_str"], "", r["extra_info"], base_url=svc.url)
+            self.assertEqual(out["score"], r["turn_scores"][-1])
+            self.assertEqual(out[UNSCORED], 0.0)
+
+
 class VerlAllUnscoredTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -338,6 +338,10 @@ pub struct ServeArgs {
     /// The neutral reward `/get_reward` answers for an unscored session.
     #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub reward_neutral_value: f64,
+    /// Per-turn rewards (`turn_reward` on intermediate steps) as the reward config's
+    /// `[turn_reward]` section defines them; the session reward is unchanged.
+    #[arg(long)]
+    pub turn_reward: bool,
     /// Chat template `/get_reward` parses `query` with.
     #[arg(long, default_value = "chatml", value_parser = ["chatml", "llama3"])]
     pub chat_format: String,

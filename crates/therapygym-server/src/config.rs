@@ -128,6 +128,9 @@ pub struct ServerConfig {
     /// URL prefixes a `POST /v1/rollouts` request may name as `policy.base_url`
     /// (`--policy-url-allow`); empty: the route answers 403 `rollouts_disabled`.
     pub policy_url_allow: Vec<String>,
+    /// Per-turn rewards on intermediate env-step answers (`--turn-reward`), configured by the
+    /// reward config's `[turn_reward]` section.
+    pub turn_reward: bool,
 }
 
 impl Default for ServerConfig {
@@ -160,6 +163,7 @@ impl Default for ServerConfig {
             score_cache_bytes: 64 * 1024 * 1024,
             auth_token: None,
             policy_url_allow: Vec::new(),
+            turn_reward: false,
         }
     }
 }

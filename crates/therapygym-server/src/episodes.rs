@@ -740,7 +740,7 @@ async fn step_locked(
             .last()
             .map(|t| t.text.clone())
             .unwrap_or_default();
-        json!({
+        let mut v = json!({
             "episode_id": id,
             "turn": turn,
             "done": false,
@@ -750,13 +750,51 @@ async fn step_locked(
                 "patient_ended": false,
                 "patient_seed": derive("patient", &entry.spec.profile_id, entry.spec.seed, Some(body.turn)),
             },
-        })
+        });
+        if state.cfg.turn_reward
+            && let Some(tr) = &state.assets.reward.turn_reward
+        {
+            let (value, parts) = turn_reward(&state, tr, &ep.session, &content, body.turn).await;
+            v["turn_reward"] = json!(value);
+            v["info"]["turn_reward"] = parts;
+        }
+        v
     };
     ep.steps.push(StepRecord {
         content,
         response: response.clone(),
     });
     Ok(response)
+}
+
+/// The per-turn reward of an intermediate step (`--turn-reward`): the turn's text terms, plus
+/// on every `judge_every`-th turn `judge_weight` × the session reward of the transcript so far
+/// (an unscored judgment adds nothing and says so). Never part of the session reward.
+async fn turn_reward(
+    state: &AppState,
+    tr: &therapygym_core::reward::TurnReward,
+    s: &Session,
+    content: &str,
+    turn: u32,
+) -> (f64, Value) {
+    let (text, terms) = tr.text_value(content);
+    let mut parts = json!({"text_terms": terms, "judged": false});
+    let mut value = text;
+    if tr.judges(turn) {
+        let scored = state.score(&s.transcript, s.seeds().judge).await;
+        parts["judged"] = json!(true);
+        match scored.reward() {
+            Some(r) => {
+                value += tr.judge_weight * r;
+                parts["judge"] = json!(tr.judge_weight * r);
+            }
+            None => {
+                parts["judge"] = Value::Null;
+                parts["unscored_reason"] = json!(scored.unscored_reason());
+            }
+        }
+    }
+    (value, parts)
 }
 
 /// The final outcome's `info`: the score breakdown plus the session facts.

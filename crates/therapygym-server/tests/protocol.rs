@@ -1460,3 +1460,69 @@ async fn get_episode_reads_the_opening_without_side_effects() {
     );
     assert_error(&svc.get("/v1/episodes/bad%20id").await, 400, "bad_request");
 }
+
+#[tokio::test]
+async fn turn_rewards_from_the_reward_config_reach_intermediate_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let reward = dir.path().join("reward.toml");
+    std::fs::write(
+        &reward,
+        "id = \"turny\"\n[turn_reward]\njudge_every = 2\njudge_weight = 0.5\n[[turn_reward.text_terms]]\nname = \"questions\"\npatterns = [\"?\"]\nweight = 0.25\ncap = 1\n",
+    )
+    .unwrap();
+    let mut cfg = config(ECHO, ECHO);
+    cfg.assets.reward_config = Some(reward.clone());
+    cfg.turn_reward = true;
+    let svc = start(cfg, false).await;
+    let (p, _) = profiles();
+    svc.post("/v1/episodes", json!({"episode_id": "tr-1", "task": {"profile_id": p, "seed": 21}, "limits": {"max_therapist_turns": 3}}))
+        .await;
+    // Turn 1: text terms only.
+    let s1 = svc.step("tr-1", 1, "How are you?").await;
+    assert_eq!(s1.body["turn_reward"], 0.25, "{}", s1.body);
+    assert_eq!(s1.body["reward"], 0.0, "the step reward stays 0.0");
+    assert_eq!(s1.body["info"]["turn_reward"]["judged"], false);
+    // Turn 2 is judged: 0.5 × the session reward of the transcript so far.
+    let s2 = svc.step("tr-1", 2, "I see.").await;
+    let so_far = json!([
+        {"role": "assistant", "content": "How are you?"}, {"role": "user", "content": "How are you?"},
+        {"role": "assistant", "content": "I see."}, {"role": "user", "content": "I see."}]);
+    let r = svc
+        .post(
+            "/v1/score",
+            json!({"items": [{"messages": so_far, "task": {"profile_id": p, "seed": 21}}]}),
+        )
+        .await;
+    let judged = r.body["results"][0]["reward"].as_f64().unwrap();
+    assert_eq!(s2.body["info"]["turn_reward"]["judged"], true);
+    assert!(
+        (s2.body["turn_reward"].as_f64().unwrap() - 0.5 * judged).abs() < 1e-12,
+        "{}",
+        s2.body
+    );
+    // The final step is the session reward, unchanged by the turn rewards.
+    let last = svc.step("tr-1", 3, "Tell me more?").await;
+    assert_eq!(last.body["done"], true);
+    assert!(last.body.get("turn_reward").is_none());
+    assert!(last.body["reward"].is_number());
+    // Without the flag nothing changes; with the flag but no section the service refuses to start.
+    let plain = start(config(ECHO, ECHO), false).await;
+    plain
+        .post(
+            "/v1/episodes",
+            json!({"episode_id": "tr-2", "task": {"profile_id": p, "seed": 21}}),
+        )
+        .await;
+    assert!(
+        plain
+            .step("tr-2", 1, "How are you?")
+            .await
+            .body
+            .get("turn_reward")
+            .is_none()
+    );
+    let mut bad = config(ECHO, ECHO);
+    bad.turn_reward = true;
+    let e = therapygym_server::Server::new(bad).await.err().unwrap();
+    assert!(e.to_string().contains("[turn_reward]"), "{e}");
+}

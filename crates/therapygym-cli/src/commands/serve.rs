@@ -68,6 +68,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         judge_concurrency: a.judge_concurrency.max(1),
         auth_token: auth_token(a)?,
         policy_url_allow: a.policy_url_allow.clone(),
+        turn_reward: a.turn_reward,
         ..ServerConfig::default()
     })
 }
