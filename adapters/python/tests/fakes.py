@@ -3,6 +3,7 @@ template, a scripted policy, and OpenRLHF's multi-turn loop re-enacted on them."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -87,6 +88,8 @@ class ScriptedPolicy:
         self.eos = eos
         self.extra_tokens = extra_tokens
         self.calls: list[int] = []
+        self.max_tokens: list[int | None] = []
+        self.prompt_lengths: list[list[int]] = []
         self._salts = itertools.count(1)
 
     def turn_of(self, ids: list[int]) -> int:
@@ -99,8 +102,11 @@ class ScriptedPolicy:
                 n += 1
         return n
 
-    def __call__(self, batch: list[list[int]]) -> list[tuple[list[int], list[float]]]:
+    def __call__(self, batch: list[list[int]], max_tokens: int | None = None) -> list[tuple[list[int], list[float]]]:
+        """Like vLLM: at most ``max_tokens`` tokens per completion (then no EOS)."""
         self.calls.append(len(batch))
+        self.max_tokens.append(max_tokens)
+        self.prompt_lengths.append([len(ids) for ids in batch])
         out = []
         for ids in batch:
             # A new row gets the next salt; later turns reuse the salt found in the history.
@@ -110,6 +116,8 @@ class ScriptedPolicy:
             toks = self.tok.encode(text, add_special_tokens=False)
             if self.eos:
                 toks.append(self.tok.eos_token_id)
+            if max_tokens is not None:
+                toks = toks[:max_tokens]
             out.append((toks, [-0.5] * len(toks)))
         return out
 
@@ -131,10 +139,15 @@ async def run_openrlhf_like(
     max_length: int = 100_000,
     texts: list[str] | None = None,
     eos_in_tokens: bool = True,
+    sampling_params: "SamplingParams | None" = None,
+    generate_delay_s: float = 0.0,
 ) -> dict:
     """OpenRLHF 0.11's ``MultiTurnAgentExecutor.execute`` re-enacted with a scripted policy: the
     action tokens are the turn's text plus EOS (vLLM returns EOS among the token ids; the text
-    omits it), environment feedback is tokenized with ``add_special_tokens=False`` and appended."""
+    omits it), environment feedback is tokenized with ``add_special_tokens=False`` and appended.
+    Pass one ``sampling_params`` to every sample of a prompt: OpenRLHF's vLLM engine shares one
+    object among them and sets its ``max_tokens`` before each sample's generation, which is an
+    ``await`` (``generate_delay_s``) during which the other samples run."""
     instance = executor.agent_instance_cls()
     reset = await instance.reset({"observation": prompt, "label": label})
     observation_text = reset["observation"]
@@ -143,14 +156,16 @@ async def run_openrlhf_like(
     total_reward = 0.0
     scores = None
     extra_logs: dict = {}
-    sp = SamplingParams()
+    sp = sampling_params if sampling_params is not None else SamplingParams()
     turn = 0
     actions = []
     feedbacks = []
+    step_rewards: list[float] = []
     while True:
         sp.max_tokens = max_length - len(tokens)
         if sp.max_tokens <= 0:
             break
+        await asyncio.sleep(generate_delay_s)  # llm_engine.generate
         turn += 1
         text = texts[turn - 1] if texts else therapist_text(turn, 0)
         action_tokens = tok.encode(text, add_special_tokens=False)
@@ -161,6 +176,7 @@ async def run_openrlhf_like(
             {"observation_text": observation_text, "action_text": text, "label": label, "sampling_params": sp}
         )
         total_reward += result["rewards"].item()
+        step_rewards.append(result["rewards"].item())
         scores = result.get("scores", total_reward)
         extra_logs = result.get("extra_logs", {})
         feedback = result["environment_feedback"]
@@ -182,5 +198,64 @@ async def run_openrlhf_like(
         "actions": actions,
         "feedbacks": feedbacks,
         "episode_id": instance.episode_id,
+        "turns": turn,
+        "step_rewards": step_rewards,
         "label": json.loads(label) if isinstance(label, str) else label,
+    }
+
+
+async def run_verl_like(
+    interaction: Any,
+    kwargs: dict,
+    texts: list[str],
+    *,
+    request_id: str | None = None,
+    max_assistant_turns: int | None = None,
+    response_length: int | None = None,
+    system: str = "You are a CBT therapist.",
+) -> dict:
+    """verl's ``ToolAgentLoop.run`` (b178a3cd) re-enacted with one interaction: start, then per
+    generated turn check ``response_length`` (characters stand in for tokens) and
+    ``max_assistant_turns`` *before* the interaction sees the turn (TERMINATED without a call),
+    else ``generate_response``; a not-None score goes to ``turn_scores``; the reply is appended as
+    a user message. Returns what the reward loop hands ``compute_score``: ``num_turns`` = user +
+    assistant turns + 1 and ``solution_str`` = the response decoded without special tokens."""
+    import uuid  # noqa: PLC0415
+
+    rid = request_id or uuid.uuid4().hex
+    await interaction.start_interaction(rid, **kwargs)
+    messages = [{"role": "system", "content": system}]
+    turn_scores: list[float] = []
+    user_turns = assistant_turns = 0
+    response = ""
+    done, info, cut = False, {}, False
+    for text in texts:
+        assistant_turns += 1
+        messages.append({"role": "assistant", "content": text})
+        response += f"assistant\n{text}\n"
+        if response_length is not None and len(response) >= response_length:
+            cut = True
+            break
+        if max_assistant_turns and assistant_turns >= max_assistant_turns:
+            cut = True
+            break
+        done, reply, score, info = await interaction.generate_response(rid, messages, **kwargs)
+        user_turns += 1
+        messages.append({"role": "user", "content": reply})
+        response += f"user\n{reply}\n"
+        if score is not None:
+            turn_scores.append(score)
+        if done:
+            break
+    return {
+        "request_id": rid,
+        "messages": messages,
+        "turn_scores": turn_scores,
+        "num_turns": user_turns + assistant_turns + 1,
+        "solution_str": response[:response_length] if response_length else response,
+        "done": done,
+        "cut_short": cut,
+        "info": info,
+        "extra_info": {"interaction_kwargs": kwargs, "turn_scores": turn_scores,
+                       "num_turns": user_turns + assistant_turns + 1},
     }

@@ -8,7 +8,9 @@ import json
 import statistics
 import unittest
 
-from fakes import FakeTokenizer, run_openrlhf_like, therapist_text
+import threading
+
+from fakes import FakeTokenizer, SamplingParams, run_openrlhf_like, therapist_text
 from server import Service
 from therapygym_adapters.client import TherapyGymClient, TherapyGymError
 from therapygym_adapters.openrlhf import get_reward, label_for, make_agent_executor, reward_query
@@ -123,13 +125,76 @@ class OpenRLHFAgentTest(unittest.TestCase):
         self.assertEqual(out["reward"], 0.5)  # the group's constant: its only member is unscored
         self.assertEqual(out["extra_logs"][UNSCORED], 1.0)
         g = self.client.group("tg-004:306", group_size=1)
-        self.assertEqual([m["status"] for m in g["members"]], ["expired"])
+        self.assertEqual([m["status"] for m in g["members"]], ["abandoned"])
+        self.assertEqual(g["members"][0]["unscored_reason"], "engine_budget")
         # Without a tokenizer the agent estimates; this fake has one token per character, which
         # is what bytes_per_token=1 says.
         label = json.dumps({"profile_id": "tg-004", "seed": 307, "group_size": 1})
         Executor = make_agent_executor(base_url=self.svc.url, all_unscored_value=0.5, bytes_per_token=1.0)
         out = asyncio.run(run_openrlhf_like(Executor(), tok, label, max_length=prompt_len + 200))
         self.assertEqual((len(out["actions"]), out["reward"], out["extra_logs"][UNSCORED]), (1, 0.5, 1.0))
+
+    def test_samples_sharing_one_sampling_params_keep_their_own_budget(self):
+        # OpenRLHF gives the n samples of a prompt one SamplingParams object and sets max_tokens
+        # before each generation. Here the long-winded members 1-3 run ahead of member 0 (its
+        # first generation is slow), so when member 0 steps, max_tokens holds a group mate's
+        # nearly spent budget (98 tokens): read after an await it would end member 0 for nothing.
+        tok = FakeTokenizer("chatml")
+        label = json.dumps({"profile_id": "tg-008", "seed": 308, "group_size": 4})
+        prompt_len = len(tok.encode(tok.apply_chat_template([{"role": "system", "content": self.system}], tokenize=False, add_generation_prompt=True)))
+        max_length = prompt_len + 3 * 130 + 120
+
+        def texts(m):
+            return [therapist_text(t, m) + ("x" * 140 if m else "") for t in (1, 2, 3)]
+
+        for max_len in (None, max_length):
+            Executor = make_agent_executor(base_url=self.svc.url, tokenizer=tok, max_len=max_len)
+            sp = SamplingParams()
+
+            async def run():
+                return await asyncio.gather(
+                    *[
+                        run_openrlhf_like(Executor(), tok, label, max_length=max_length, texts=texts(m),
+                                          sampling_params=sp, generate_delay_s=0.3 if m == 0 else 0.0)
+                        for m in range(4)
+                    ]
+                )
+
+            outs = asyncio.run(run())
+            # Member 0's three turns fit its own budget: it plays them and is scored.
+            self.assertEqual(outs[0]["turns"], 3, max_len)
+            self.assertEqual(outs[0]["extra_logs"][UNSCORED], 0.0)
+            # The others ran out after their second turn: ended by the agent, never left open.
+            for o in outs[1:]:
+                self.assertEqual((o["turns"], o["extra_logs"][UNSCORED]), (2, 1.0))
+                self.assertAlmostEqual(o["reward"], outs[0]["reward"], places=12)
+            g = self.client.group("tg-008:308")
+            self.assertEqual((g["complete"], g["abandoned"], g["scored"]), (True, 3, 1))
+            label = json.dumps({"profile_id": "tg-008", "seed": 309, "group_size": 4})
+
+    def test_counting_runs_off_the_event_loop(self):
+        loop_threads = set()
+        seen = []
+
+        class Tok(FakeTokenizer):
+            def encode(self, text, add_special_tokens=True):
+                seen.append(threading.current_thread())
+                return super().encode(text, add_special_tokens)
+
+        tok = Tok("chatml")
+        Executor = make_agent_executor(base_url=self.svc.url, tokenizer=tok, max_len=100_000)
+
+        async def run():
+            loop_threads.add(threading.current_thread())
+            inst = Executor().agent_instance_cls()
+            await inst.reset({"observation": "p", "label": label_for("tg-009", 310)})
+            await inst.step({"action_text": "Hello there.", "sampling_params": SamplingParams(5)})
+            return inst
+
+        inst = asyncio.run(run())
+        self.assertGreater(len(seen), 2)
+        self.assertTrue(all(t not in loop_threads for t in seen), seen)
+        self.assertGreater(inst.used, 0)
 
     def test_get_reward_with_a_chatml_query_and_labels(self):
         msgs = [
@@ -187,6 +252,74 @@ class OpenRLHFUnscoredTest(unittest.TestCase):
         self.assertAlmostEqual(adv[k], 0.0, places=9)
 
 
+class OpenRLHFGroupEndToEndTest(unittest.TestCase):
+    """A whole group the way OpenRLHF's vLLM actor runs it (n samples of a prompt concurrently,
+    one shared SamplingParams): one member runs out of max_len before the service ends it, the
+    first to finish is unscored, the other two score."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.svc = Service("--turns", "3", "--judge-retries", "0", judge="scripted:malformed_json:1").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.svc.stop()
+
+    def test_cut_short_unscored_and_scored_members(self):
+        tok = FakeTokenizer("chatml")
+        client = TherapyGymClient(self.svc.url, max_retries=0)
+        system = client.create_episode("tg-001", 1, episode_id="p-sys", group_id="p-sys")["messages"][0]["content"]
+        client.delete_episode("p-sys")
+        prompt_len = len(tok.encode(tok.apply_chat_template([{"role": "system", "content": system}], tokenize=False, add_generation_prompt=True)))
+        label = label_for("tg-010", 41)
+        Executor = make_agent_executor(base_url=self.svc.url, tokenizer=tok, max_len=prompt_len + 520)
+        sp = SamplingParams()
+
+        def texts(m):
+            return [therapist_text(t, m) + ("y" * 200 if m == 3 else "") for t in (1, 2, 3)]
+
+        async def run():
+            return await asyncio.gather(
+                *[
+                    run_openrlhf_like(Executor(), tok, label, max_length=prompt_len + 520, texts=texts(m), sampling_params=sp)
+                    for m in range(4)
+                ]
+            )
+
+        outs = asyncio.run(asyncio.wait_for(run(), 60))
+        self.assertEqual(outs[3]["turns"], 1)  # ran out of max_len: ended and abandoned
+        flags = [o["extra_logs"][UNSCORED] for o in outs]
+        self.assertEqual(flags[3], 1.0)
+        self.assertEqual(sorted(flags[:3]), [0.0, 0.0, 1.0])
+        scored = [o["reward"] for o in outs if o["extra_logs"][UNSCORED] == 0.0]
+        for o in outs:
+            if o["extra_logs"][UNSCORED] == 1.0:
+                self.assertAlmostEqual(o["reward"], statistics.fmean(scored), places=12)
+        adv = openrlhf_group_norm([o["reward"] for o in outs])
+        for o, a in zip(outs, adv):
+            if o["extra_logs"][UNSCORED] == 1.0:
+                self.assertAlmostEqual(a, 0.0, places=9)
+        g = client.group("tg-010:41")
+        self.assertEqual((g["complete"], g["scored"], g["unscored"], g["abandoned"]), (True, 2, 1, 1))
+
+
+class OpenRLHFTurnRewardTest(unittest.TestCase):
+    def test_per_turn_rewards_are_the_step_rewards(self):
+        from test_verl import TurnRewardService  # noqa: PLC0415
+
+        with TurnRewardService() as svc:
+            tok = FakeTokenizer("chatml")
+            Executor = make_agent_executor(base_url=svc.url, tokenizer=tok)
+            out = asyncio.run(
+                run_openrlhf_like(Executor(), tok, label_for("tg-012", 4), texts=["How are you?", "I see.", "Why?"])
+            )
+            self.assertEqual(out["turns"], 3)
+            self.assertEqual(out["step_rewards"][:2], [0.25, 0.0])
+            # OpenRLHF sums the steps: the turn rewards plus the final session reward.
+            self.assertAlmostEqual(out["reward"], 0.25 + out["step_rewards"][2], places=12)
+            self.assertEqual(out["extra_logs"][UNSCORED], 0.0)
+
+
 class OpenRLHFRewardRouteUnscoredTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -196,12 +329,26 @@ class OpenRLHFRewardRouteUnscoredTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.svc.stop()
 
-    def test_unscored_is_an_error_not_a_zero(self):
+    def test_unscored_is_a_flagged_neutral_reward_not_a_4xx(self):
+        # OpenRLHF retries a 4xx five times and then fails with a misleading error: a well-formed
+        # request gets 200 with the documented neutral 0.0, flagged in extra_logs.
         client = TherapyGymClient(self.svc.url, max_retries=0)
         query = reward_query([{"role": "assistant", "content": "How are you?"}])
-        with self.assertRaises(TherapyGymError) as cm:
-            get_reward(client, [query], [label_for("tg-001", 1)])
-        self.assertEqual((cm.exception.kind, cm.exception.status), ("unscored", 422))
+        out = get_reward(client, [query], [label_for("tg-001", 1)])
+        self.assertEqual(out["rewards"], [0.0])
+        self.assertEqual(out["extra_logs"]["unscored"], [1.0])
+        self.assertEqual(out["unscored_reasons"], ["parse_failure"])
+        # extra_logs must hold numbers only (OpenRLHF makes each a tensor).
+        for v in out["extra_logs"].values():
+            self.assertTrue(all(isinstance(x, float) for x in v))
+
+    def test_the_old_error_is_an_opt_in(self):
+        with Service("--judge-retries", "0", "--reward-unscored", "error", judge="scripted:malformed_json") as svc:
+            client = TherapyGymClient(svc.url, max_retries=0)
+            query = reward_query([{"role": "assistant", "content": "How are you?"}])
+            with self.assertRaises(TherapyGymError) as cm:
+                get_reward(client, [query], [label_for("tg-001", 1)])
+            self.assertEqual((cm.exception.kind, cm.exception.status), ("unscored", 422))
 
 
 if __name__ == "__main__":

@@ -111,8 +111,11 @@ class TRLRolloutTest(unittest.TestCase):
 
     def test_completion_budget_reached_before_the_end_is_unscored(self):
         tok = FakeTokenizer("chatml")
-        rollout = make_rollout_func(self.client, ScriptedPolicy(tok), tok, max_completion_length=150)
+        policy = ScriptedPolicy(tok)
+        rollout = make_rollout_func(self.client, policy, tok, max_completion_length=150)
         out = rollout([task("tg-003", 503, group_size=1)], None)
+        # Each turn asks for what it may still use, not max_completion_length then trims.
+        self.assertEqual(policy.max_tokens, [150, 150 - 52 - 71])
         self.assertIsNone(out["therapy_reward"][0])
         self.assertEqual(out["therapy_info"][0]["unscored_reason"], "engine_truncated")
         # Turn 1 (52 tokens) and the patient's reply (71) fit; turn 2 was cut at the budget
@@ -122,7 +125,8 @@ class TRLRolloutTest(unittest.TestCase):
         self.assertEqual(len(c), 150)
         self.assertNotEqual(c[-1], tok.eos_token_id)
         g = self.client.group("tg-003:503", group_size=1)
-        self.assertEqual([m["status"] for m in g["members"]], ["expired"])
+        self.assertEqual([m["status"] for m in g["members"]], ["abandoned"])
+        self.assertEqual(g["members"][0]["unscored_reason"], "engine_truncated")
 
     def test_collective_generate_gets_the_same_batch_every_turn(self):
         tok = FakeTokenizer("chatml")
@@ -136,6 +140,14 @@ class TRLRolloutTest(unittest.TestCase):
             [task("tg-004", 506)] * 2 + [task("tg-005", 507, limits={"max_therapist_turns": 1})] * 2, None
         )
         self.assertEqual(collective.calls, [4, 4, 4])
+        # Finished rows only hold their place in a collective call: a one-token placeholder each.
+        self.assertEqual(collective.prompt_lengths[1][2:], [1, 1])
+        self.assertGreater(min(collective.prompt_lengths[1][:2]), 1)
+        self.assertEqual(collective.max_tokens, [4096] * 3)
+        # Plain generate: only the rows still playing, and at most the room they have left.
+        self.assertEqual(len(plain.prompt_lengths[1]), 2)
+        self.assertEqual(plain.max_tokens[0], 4096)
+        self.assertLess(plain.max_tokens[1], 4096)
         for o in (out, out2):
             self.assertTrue(all(isinstance(r, float) for r in o["therapy_reward"]))
             self.assertEqual([len(runs(m)) for m in o["env_mask"]], [5, 5, 1, 1])
@@ -156,6 +168,47 @@ class TRLRolloutTest(unittest.TestCase):
     def test_reward_func_needs_the_rollout_column(self):
         with self.assertRaises(ValueError):
             reward_func(prompts=["x"], completions=["y"])
+
+
+class TRLGroupEndToEndTest(unittest.TestCase):
+    """A whole group in one rollout call: one member runs out of max_completion_length before the
+    service ends it, the first to finish is unscored, the other two score."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.svc = Service("--turns", "3", "--judge-retries", "0", judge="scripted:malformed_json:1").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.svc.stop()
+
+    def test_cut_short_unscored_and_scored_members(self):
+        tok = FakeTokenizer("chatml")
+        client = TherapyGymClient(self.svc.url, max_retries=0)
+
+        class Wordy(ScriptedPolicy):
+            # The fourth row's turns are long: it cannot finish within the budget.
+            def __call__(self, batch, max_tokens=None):
+                out = super().__call__(batch, None)
+                res = []
+                for ids, (toks, lps) in zip(batch, out):
+                    if "(#4)" in tok.decode(toks):
+                        toks = toks[:-1] + tok.encode("z" * 150) + toks[-1:]
+                    toks = toks[:max_tokens]
+                    res.append((toks, [-0.5] * len(toks)))
+                return res
+
+        rollout = make_rollout_func(client, Wordy(tok), tok, max_completion_length=400)
+        out = rollout([task("tg-010", 701)] * 4, None)
+        rewards, infos = out["therapy_reward"], out["therapy_info"]
+        self.assertIsNone(rewards[3])
+        self.assertEqual(infos[3]["unscored_reason"], "engine_truncated")
+        self.assertEqual(sorted(r is None for r in rewards[:3]), [False, False, True])
+        log = MetricLog()
+        self.assertEqual(reward_func(therapy_reward=rewards, log_metric=log), rewards)
+        self.assertEqual(log.values, [("therapygym/unscored", 0.5)])
+        g = client.group("tg-010:701")
+        self.assertEqual((g["complete"], g["scored"], g["unscored"], g["abandoned"]), (True, 2, 1, 1))
 
 
 class TRLUnscoredTest(unittest.TestCase):

@@ -99,6 +99,22 @@ def parse_task(value: Any, *, what: str = "task") -> Task:
     return Task(profile_id=str(obj["profile_id"]), seed=seed_int, **kw)
 
 
+def is_solo(task: Task) -> bool:
+    """Validation and test rollouts (split ``val``/``test``) and groups of one are never
+    imputed from group mates: each episode is its own group (:func:`solo_group`)."""
+    return task.split in ("val", "test") or task.group_size == 1
+
+
+def solo_group(task: Task, episode_id: str) -> str:
+    """A group id of its own for one episode of ``task``: verl duplicates validation rows to pad
+    a batch and reuses them at every validation, so keying per episode means no group ever
+    overflows and no fallback reads another round's members."""
+    gid = f"{task.group}:ep:{episode_id}"
+    if len(gid) > 128:
+        gid = f"{task.group[:60]}:ep:{uuid.uuid5(uuid.NAMESPACE_URL, gid).hex}"
+    return gid
+
+
 # ---------------------------------------------------------------------------------------------
 # Unscored sessions (docs/rl-engines.md, "Unscored sessions")
 
@@ -208,6 +224,15 @@ async def resolve_reward_async(
         if left <= 0:
             raise _incomplete(g, group_id, wait_s)
         await asyncio.sleep(min(poll_s, left))
+
+
+def abandon_quietly(client: TherapyGymClient, episode_id: str, reason: str) -> None:
+    """``POST /v1/episodes/{id}/abandon``, logging (not raising) a failure: the service's TTL
+    ends the episode anyway, and one member must never fail the engine's step."""
+    try:
+        client.abandon_episode(episode_id, reason)
+    except TherapyGymError as e:
+        logger.warning("therapygym: abandoning episode %s failed: %s", episode_id, e)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -367,6 +367,39 @@ class TherapyGymClient:
         """``DELETE /v1/episodes/{id}`` (204 also for unknown or expired ids)."""
         self.request("DELETE", f"/v1/episodes/{_quote(episode_id)}")
 
+    def get_episode(self, episode_id: str) -> dict:
+        """``GET /v1/episodes/{id}``: the episode's opening as create answered it (no side
+        effects, safe to retry)."""
+        return self.request("GET", f"/v1/episodes/{_quote(episode_id)}")
+
+    def abandon_episode(self, episode_id: str, reason: str | None = None) -> dict:
+        """``POST /v1/episodes/{id}/abandon``: the engine ended the episode before the service
+        did; the member is masked (``reward`` None, status ``abandoned``) and its group can
+        complete. Idempotent; a finished episode answers its outcome unchanged."""
+        body = {"reason": reason} if reason else {}
+        return self.request("POST", f"/v1/episodes/{_quote(episode_id)}/abandon", body)
+
+    def abandon_in_group(
+        self,
+        group_id: str,
+        *,
+        turns: int | None = None,
+        response: str | None = None,
+        at_most: int | None = None,
+        scope: str | None = None,
+        task: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> dict:
+        """``POST /v1/groups/{id}/abandon``: abandons the group's members in progress that have
+        ``turns`` therapist turns and whose turns all occur in ``response`` (all of them without
+        filters); none when more than ``at_most`` match (``ambiguous``). ``scope="task"`` searches
+        every group of ``task`` (``{"profile_id", "seed"}``; default: the group's own task)."""
+        body: dict[str, Any] = {}
+        for k, v in (("turns", turns), ("response", response), ("at_most", at_most), ("scope", scope), ("task", dict(task) if task else None), ("reason", reason)):
+            if v is not None:
+                body[k] = v
+        return self.request("POST", f"/v1/groups/{_quote(group_id)}/abandon", body)
+
     def group(
         self,
         group_id: str,

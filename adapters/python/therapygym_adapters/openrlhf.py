@@ -16,7 +16,10 @@ Checked against OpenRLHF/OpenRLHF ``3c3be6234e0cb353e76bb8019947db9dfe99fca7`` (
   (tokenized with ``add_special_tokens=False`` and appended with action mask 0), ``done``,
   ``extra_logs`` (last step) and an optional ``sampling_params``. Before each turn it sets
   ``sampling_params.max_tokens`` to what is left of ``max_length`` and stops silently when
-  nothing is left.
+  nothing is left. ``extra_logs`` values become tensors (numbers only).
+- ``openrlhf/trainer/ray/vllm_engine.py``: the ``n_samples_per_prompt`` samples of a prompt get
+  **one shared** ``SamplingParams`` object, so ``sampling_params.max_tokens`` as a step sees it
+  (after an ``await``) may be another sample's budget.
 - ``openrlhf/trainer/ray/vllm_engine.py`` loads ``AgentExecutor`` from the agent file and asserts
   ``issubclass(AgentExecutor, AgentExecutorBase)``; it is instantiated with no arguments.
   ``generate_responses`` runs the ``n_samples_per_prompt`` samples of a prompt concurrently
@@ -33,9 +36,18 @@ Differences from the engine's usual setup, on purpose (docs/rl-engines.md):
   token ids, and for ChatML instruct models the EOS *is* ``<|im_end|>``; the spec's example
   (``"<|im_end|>\\n<|im_start|>user\\n"…``) would then put two end markers in the sequence.
   ``eos_is_turn_end=False`` restores the spec's form for policies whose EOS differs.
-- When the estimated token budget left after a turn cannot hold another turn, the agent ends the
-  episode itself (DELETE, then the group's ``scored_mean``): otherwise OpenRLHF would stop the
-  loop silently and train on a summed reward of 0.0.
+- The agent counts its own sample's tokens (prompt, every action plus its EOS, every feedback)
+  against ``max_len`` (``--data.max_len``; set ``max_len=``/``THERAPYGYM_MAX_LEN``; without it
+  the budget is estimated once, conservatively, from the shared ``SamplingParams`` at the
+  sample's first step, before any ``await``). When the next turn would not fit it ends the
+  episode itself (``POST …/abandon``, then the group's ``scored_mean``): otherwise OpenRLHF
+  would stop the loop silently and train on a summed reward of 0.0 with the episode left open.
+- Nothing raises into OpenRLHF for one member: a failed create or step abandons the episode and
+  ends the sample with the group's value (or ``all_unscored_value`` when the group cannot say).
+- The tokenizer is loaded once per process in a worker thread, and all counting runs there too,
+  never on the vLLM actor's event loop.
+- With ``serve --turn-reward`` each intermediate step's ``rewards`` is that turn's reward
+  (OpenRLHF sums them with the final session reward).
 
 Usage: ``--train.agent_func_path`` pointing at a file with
 ``from therapygym_adapters.openrlhf import AgentExecutor`` (configured by ``THERAPYGYM_*``
@@ -49,6 +61,7 @@ import json
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -56,7 +69,9 @@ from ._common import (
     UNSCORED_METRIC,
     Resolved,
     Task,
+    abandon_quietly,
     check_id,
+    is_solo,
     log_service_info,
     new_episode_id,
     parse_task,
@@ -113,7 +128,7 @@ class AgentConfig:
     ``THERAPYGYM_SPLIT``, ``THERAPYGYM_MAX_THERAPIST_TURNS``, ``THERAPYGYM_MAX_TOTAL_TOKENS``,
     ``THERAPYGYM_OPENING``, ``THERAPYGYM_GROUP_SIZE``, ``THERAPYGYM_GROUP_WAIT_S``,
     ``THERAPYGYM_EOS_IS_TURN_END`` (1/0), ``THERAPYGYM_RENDER_PROMPT`` (1/0),
-    ``THERAPYGYM_MIN_TURN_TOKENS``, ``THERAPYGYM_TOKENIZER``.
+    ``THERAPYGYM_MIN_TURN_TOKENS``, ``THERAPYGYM_TOKENIZER``, ``THERAPYGYM_MAX_LEN``.
     """
 
     base_url: str | None = None
@@ -137,6 +152,8 @@ class AgentConfig:
     #: ``AutoTokenizer`` (set it to ``--actor.model_name_or_path``). Without it the count is
     #: estimated from ``bytes_per_token``.
     tokenizer: Any = None
+    #: OpenRLHF's ``--data.max_len`` (prompt and all turns): the budget the agent counts against.
+    max_len: int | None = None
     #: Conservative UTF-8 bytes per token for that estimate (real tokenizers average 3.5-4.5
     #: on English; a smaller value ends episodes earlier rather than letting OpenRLHF stop them).
     bytes_per_token: float = 3.0
@@ -168,6 +185,7 @@ class AgentConfig:
             ("group_size", "THERAPYGYM_GROUP_SIZE", int),
             ("group_wait_s", "THERAPYGYM_GROUP_WAIT_S", float),
             ("min_turn_tokens", "THERAPYGYM_MIN_TURN_TOKENS", int),
+            ("max_len", "THERAPYGYM_MAX_LEN", int),
         ):
             if env.get(key):
                 kw[name] = conv(env[key])
@@ -227,6 +245,11 @@ class TherapyAgentInstance(_AgentInstanceBase):
         self.task: Task | None = None
         self.turn = 0
         self.done = False
+        #: Tokens of this sample so far, as OpenRLHF counts them (prompt + actions + feedback).
+        self.used = 0
+        #: This sample's budget (``max_len``, or the estimate made at its first step).
+        self.max_len: int | None = cfg.max_len
+        self.failed: str | None = None
 
     async def reset(self, states: dict, **kwargs: Any) -> dict:
         label = states.get("label")
@@ -245,46 +268,82 @@ class TherapyAgentInstance(_AgentInstanceBase):
         )
         self.task = parse_task(merged, what="label")
         self.episode_id = check_id("episode id", new_episode_id("openrlhf"))
-        await run_blocking(log_service_info, self.client)
-        resp = await run_blocking(
-            self.client.create_episode,
-            self.task.profile_id,
-            self.task.seed,
-            episode_id=self.episode_id,
-            group_id=self.task.group,
-            split=self.task.split,
-            limits=self.task.limits,
-            opening=self.task.opening,
-        )
-        if self.cfg.render_prompt:
-            observation = self.cfg.template.render(resp["messages"], add_generation_prompt=True)
-        else:
-            observation = states["observation"]
+        observation = states["observation"]
+        try:
+            await run_blocking(log_service_info, self.client)
+            resp = await run_blocking(
+                self.client.create_episode,
+                self.task.profile_id,
+                self.task.seed,
+                episode_id=self.episode_id,
+                group_id=self.task.group,
+                split=self.task.split,
+                limits=self.task.limits,
+                opening=self.task.opening,
+            )
+            if self.cfg.render_prompt:
+                observation = self.cfg.template.render(resp["messages"], add_generation_prompt=True)
+        except TherapyGymError as e:
+            logger.error(
+                "%s: episode %s (group %s) could not be created (%s); the sample ends at its first step",
+                UNSCORED_METRIC,
+                self.episode_id,
+                self.task.group,
+                e,
+            )
+            self.failed = e.kind
+        self.used = await self._count(observation)
         return {"observation": observation}
 
     async def step(self, states: dict, **kwargs: Any) -> dict:
         if self.episode_id is None or self.task is None:
             raise RuntimeError("step before reset")
-        if self.done:
-            raise TherapyGymError(
-                "episode_done", 0, "step after the end", episode_id=self.episode_id
-            )
-        action = states.get("action_text") or ""
+        # Before any await: the SamplingParams object is shared by the prompt's samples.
+        shared_budget = _record_budget(states.get("sampling_params"))
         tpl = self.cfg.template
+        action = states.get("action_text") or ""
         close = not (tpl.ends_turn(action) or self.cfg.eos_is_turn_end)
+        if self.done:
+            # OpenRLHF does not step after done; end again rather than raise.
+            return await self._finish(None, "step_after_done", {}, tpl.final_feedback(close_assistant=close))
+        if self.max_len is None and shared_budget is not None:
+            # OpenRLHF sets max_tokens = max_len - (a sample's length) before each generation;
+            # the first step of the prompt's samples sees only first-turn values (nobody has
+            # stepped before), and the samples share the prompt: the largest value seen at any
+            # step entry is max_len - (this prompt's length).
+            self.max_len = shared_budget + self.used
+        if self.failed is not None:
+            return await self._finish(None, self.failed, {}, tpl.final_feedback(close_assistant=close))
         turn = self.turn + 1
-        resp = await run_blocking(self.client.step, self.episode_id, action, turn)
+        try:
+            resp = await run_blocking(self.client.step, self.episode_id, action, turn)
+        except TherapyGymError as e:
+            logger.error(
+                "%s: step %d of episode %s failed (%s); the sample ends here",
+                UNSCORED_METRIC,
+                turn,
+                self.episode_id,
+                e,
+            )
+            await self._abandon(f"step failed: {e.kind}")
+            return await self._finish(None, e.kind, {}, tpl.final_feedback(close_assistant=close))
         self.turn = turn
+        # The action's tokens: its text plus the EOS the text does not show.
+        self.used += await self._count(action) + 1
         if not resp.get("done"):
             feedback = tpl.user_feedback(_patient_text(resp.get("observation")), close_assistant=close)
-            if self._out_of_budget(states.get("sampling_params"), action, feedback):
+            self.used += await self._count(feedback)
+            if self._out_of_budget():
                 # OpenRLHF would stop the loop without telling anyone; end the episode here.
-                await run_blocking(self.client.delete_episode, self.episode_id)
+                await self._abandon("engine_budget")
                 return await self._finish(
                     None, "engine_budget", {}, tpl.final_feedback(close_assistant=close)
                 )
+            turn_reward = resp.get("turn_reward")
+            if not isinstance(turn_reward, (int, float)) or isinstance(turn_reward, bool):
+                turn_reward = 0.0
             return {
-                "rewards": _scalar(0.0),
+                "rewards": _scalar(float(turn_reward)),
                 "scores": _scalar(0.0),
                 "environment_feedback": feedback,
                 "done": False,
@@ -302,20 +361,37 @@ class TherapyAgentInstance(_AgentInstanceBase):
             logger.warning("therapygym: DELETE episode %s failed: %s", self.episode_id, e)
         return out
 
+    async def _abandon(self, reason: str) -> None:
+        assert self.episode_id is not None
+        await run_blocking(abandon_quietly, self.client, self.episode_id, reason)
+
     async def _finish(
         self, reward: Any, reason: str | None, info: Mapping[str, Any], feedback: str
     ) -> dict:
         assert self.task is not None
         self.done = True
-        resolved: Resolved = await resolve_reward_async(
-            self.client,
-            self.task.group,
-            reward,
-            reason=reason or "unscored",
-            wait_s=self.cfg.group_wait_s,
-            group_size=self.task.group_size,
-            all_unscored_value=self.cfg.all_unscored_value,
-        )
+        if is_solo(self.task) and not isinstance(reward, (int, float)):
+            resolved = Resolved(float(self.cfg.all_unscored_value), True, reason, "constant")
+        else:
+            try:
+                resolved = await resolve_reward_async(
+                    self.client,
+                    self.task.group,
+                    reward,
+                    reason=reason or "unscored",
+                    wait_s=self.cfg.group_wait_s,
+                    group_size=self.task.group_size,
+                    all_unscored_value=self.cfg.all_unscored_value,
+                )
+            except TherapyGymError as e:
+                # Never fail the Ray task for one member: the documented neutral value, flagged.
+                logger.error(
+                    "%s: no group value for episode %s (%s): reward := all_unscored_value",
+                    UNSCORED_METRIC,
+                    self.episode_id,
+                    e,
+                )
+                resolved = Resolved(float(self.cfg.all_unscored_value), True, e.kind, "constant")
         ctrs = (info.get("ctrs") or {}).get("normalized")
         safety_any = (info.get("safety") or {}).get("any")
         if resolved.unscored or not isinstance(ctrs, (int, float)):
@@ -335,44 +411,73 @@ class TherapyAgentInstance(_AgentInstanceBase):
             },
         }
 
-    def _count(self, text: str) -> int:
-        tok = _tokenizer(self.cfg.tokenizer)
-        if tok is None:
+    async def _count(self, text: str) -> int:
+        if not text:
+            return 0
+        if self.cfg.tokenizer is None:
             return math.ceil(len(text.encode("utf-8")) / max(self.cfg.bytes_per_token, 0.5))
-        ids = tok.encode(text, add_special_tokens=False)
-        return len(ids)
+        return await run_blocking(_count_tokens, self.cfg.tokenizer, text)
 
-    def _out_of_budget(self, sampling_params: Any, action: str, feedback: str) -> bool:
-        budget = getattr(sampling_params, "max_tokens", None)
-        if not isinstance(budget, int) or isinstance(budget, bool):
+    def _out_of_budget(self) -> bool:
+        if self.max_len is None:
             return False
-        # The action's tokens: its text plus the EOS the text does not show.
-        left = budget - (self._count(action) + 1) - self._count(feedback)
+        left = self.max_len - self.used
         if left < self.cfg.min_turn_tokens:
             logger.warning(
-                "%s: episode %s ends after turn %d: about %d tokens of OpenRLHF's max_len left "
+                "%s: episode %s ends after turn %d: about %d tokens of OpenRLHF's max_len (%d) left "
                 "(< min_turn_tokens %d); raise --data.max_len or lower limits.max_total_tokens",
                 UNSCORED_METRIC,
                 self.episode_id,
                 self.turn,
                 left,
+                self.max_len,
                 self.cfg.min_turn_tokens,
             )
             return True
         return False
 
 
+_BUDGET_ATTR = "_therapygym_first_turn_budget"
+
+
+def _record_budget(sampling_params: Any) -> int | None:
+    """The largest ``max_tokens`` any step entry saw on this (shared) SamplingParams object,
+    kept on the object itself (vLLM's ``SamplingParams`` takes extra attributes); just the current
+    value when it does not."""
+    v = getattr(sampling_params, "max_tokens", None)
+    if not isinstance(v, int) or isinstance(v, bool):
+        return None
+    best = getattr(sampling_params, _BUDGET_ATTR, None)
+    best = v if not isinstance(best, int) else max(best, v)
+    try:
+        setattr(sampling_params, _BUDGET_ATTR, best)
+    except (AttributeError, TypeError):
+        pass
+    return best
+
+
 _TOKENIZERS: dict[str, Any] = {}
+_TOKENIZERS_LOCK = threading.Lock()
+#: How many times a tokenizer was loaded (once per name and process).
+TOKENIZER_LOADS: dict[str, int] = {}
 
 
 def _tokenizer(spec: Any) -> Any:
+    """The tokenizer object for a name (loaded once per process; call it off the event loop)."""
     if spec is None or not isinstance(spec, str):
         return spec
-    if spec not in _TOKENIZERS:
-        from transformers import AutoTokenizer  # noqa: PLC0415 - present wherever OpenRLHF runs
+    with _TOKENIZERS_LOCK:
+        if spec not in _TOKENIZERS:
+            from transformers import AutoTokenizer  # noqa: PLC0415 - present wherever OpenRLHF runs
 
-        _TOKENIZERS[spec] = AutoTokenizer.from_pretrained(spec, trust_remote_code=True)
-    return _TOKENIZERS[spec]
+            _TOKENIZERS[spec] = AutoTokenizer.from_pretrained(spec, trust_remote_code=True)
+            TOKENIZER_LOADS[spec] = TOKENIZER_LOADS.get(spec, 0) + 1
+        return _TOKENIZERS[spec]
+
+
+def _count_tokens(spec: Any, text: str) -> int:
+    """Tokens of ``text`` (runs in the adapter's worker threads, never on the event loop)."""
+    return len(_tokenizer(spec).encode(text, add_special_tokens=False))
 
 
 def make_agent_executor(config: AgentConfig | None = None, **overrides: Any) -> type:

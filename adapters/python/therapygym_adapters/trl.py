@@ -31,6 +31,7 @@ patient's opening) from the service, so the policy sees exactly what ``eval`` us
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ._common import (
     UNSCORED_METRIC,
     Task,
+    abandon_quietly,
     check_id,
     log_service_info,
     new_episode_id,
@@ -52,20 +54,30 @@ TRL_REVISION = "huggingface/trl@f2cd57710ae345ea6428ae95363267fcf38a3dc8 (1.10.0
 
 logger = logging.getLogger("therapygym_adapters")
 
-#: ``generate(batch_of_token_id_lists) -> [(completion_ids, logprobs or None), …]`` (dicts with
-#: ``completion_ids`` and ``logprobs`` are accepted too).
-GenerateFn = Callable[[list[list[int]]], Sequence[Any]]
+#: ``generate(batch_of_token_id_lists, max_tokens=N) -> [(completion_ids, logprobs or None), …]``
+#: (dicts with ``completion_ids`` and ``logprobs`` are accepted too). ``max_tokens`` is passed
+#: when the callable accepts it: the most tokens any row of the batch may still use this turn.
+GenerateFn = Callable[..., Sequence[Any]]
 
 _SENTINEL = "TherapyGymSentinel7f3a"
 
 
 def vllm_generate(trainer: Any) -> GenerateFn:
-    """A generate callback over the trainer's own vLLM (``use_vllm=True``, server or colocate)."""
+    """A generate callback over the trainer's own vLLM (``use_vllm=True``, server or colocate).
 
-    def generate(batch: list[list[int]]) -> list[tuple[list[int], list[float]]]:
-        _, completion_ids, logprobs, _ = trainer.vllm_generation.generate(
-            prompts=batch, images=None, num_generations=1
-        )
+    TRL's ``VLLMGeneration.generate`` asks vLLM for ``self.max_completion_length`` tokens, read at
+    each call: the callback sets it to the turn's ``max_tokens`` for the call and restores it."""
+
+    def generate(batch: list[list[int]], max_tokens: int | None = None) -> list[tuple[list[int], list[float]]]:
+        vg = trainer.vllm_generation
+        saved = getattr(vg, "max_completion_length", None)
+        if max_tokens is not None:
+            vg.max_completion_length = int(max_tokens)
+        try:
+            _, completion_ids, logprobs, _ = vg.generate(prompts=batch, images=None, num_generations=1)
+        finally:
+            if max_tokens is not None:
+                vg.max_completion_length = saved
         out = []
         for k, ids in enumerate(completion_ids):
             lps = logprobs[k] if logprobs is not None else None
@@ -161,6 +173,14 @@ class _Tokens:
         return self.encode(tail)
 
 
+def _takes_max_tokens(fn: Any) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "max_tokens" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _unpack(out: Any) -> tuple[list[int], list[float] | None]:
     if isinstance(out, Mapping):
         return [int(i) for i in out["completion_ids"]], out.get("logprobs")
@@ -184,6 +204,7 @@ def make_rollout_func(
     close_on_done: bool = True,
     min_turn_tokens: int = 16,
     eos_token_ids: Sequence[int] | None = None,
+    max_turn_tokens: int | None = None,
 ) -> Callable[..., dict[str, list]]:
     """A ``rollout_func(prompts, trainer)`` that plays one session per prompt.
 
@@ -204,8 +225,15 @@ def make_rollout_func(
     defaults to ``limits.max_therapist_turns``, else the service's default. ``eos_token_ids`` adds
     stop tokens beyond ``tokenizer.eos_token_id`` (e.g. the model's ``generation_config``) that
     end a therapist turn. A session whose next
-    therapist turn would have fewer than ``min_turn_tokens`` tokens left is ended (deleted) and
-    unscored.
+    therapist turn would have fewer than ``min_turn_tokens`` tokens left is ended (abandoned on
+    the service) and unscored.
+
+    Each turn generates only for the rows still playing and asks for at most what those rows may
+    still use (``max_tokens``: the largest room left among them, capped by ``max_turn_tokens``).
+    A collective ``generate`` (TRL's vLLM in server mode: every process must send as many prompts
+    in as many calls) still gets one prompt per row, but a finished row sends a one-token
+    placeholder and ``max_tokens`` is ``max_turn_tokens`` (or the whole budget), the same on
+    every process; its output is dropped.
     """
     client = client or TherapyGymClient()
     parse = task_from_prompt or (lambda p: parse_task(p, what="prompt"))
@@ -219,6 +247,7 @@ def make_rollout_func(
         )
         gen = generate if generate is not None else vllm_generate(trainer)
         collective = bool(getattr(gen, "collective", False))
+        pass_max = _takes_max_tokens(gen)
         budget = max_completion_length or getattr(getattr(trainer, "args", None), "max_completion_length", None)
         if not budget:
             raise ValueError("max_completion_length is needed (pass it, or a trainer with args)")
@@ -266,9 +295,19 @@ def make_rollout_func(
                 if not active and not collective:
                     break
                 # A collective generate (TRL's vLLM) needs the same number of prompts from every
-                # process in every call: finished rows generate too and their output is dropped.
+                # process in every call: finished rows send a one-token placeholder, and their
+                # output is dropped.
                 batch_rows = rows if collective else active
-                outs = list(gen([r.prompt_ids + r.completion_ids for r in batch_rows]))
+                batch = [
+                    r.prompt_ids[:1] if r.done else r.prompt_ids + r.completion_ids for r in batch_rows
+                ]
+                if collective:
+                    cap = int(max_turn_tokens or budget)
+                else:
+                    cap = max(budget - len(r.completion_ids) for r in active)
+                    if max_turn_tokens:
+                        cap = min(cap, int(max_turn_tokens))
+                outs = list(gen(batch, max_tokens=max(1, cap)) if pass_max else gen(batch))
                 if len(outs) != len(batch_rows):
                     raise ValueError(f"generate returned {len(outs)} outputs for {len(batch_rows)} prompts")
                 for r, out in zip(batch_rows, outs):
@@ -276,6 +315,8 @@ def make_rollout_func(
                         continue
                     ids, lps = _unpack(out)
                     room = budget - len(r.completion_ids)
+                    if max_turn_tokens:
+                        room = min(room, int(max_turn_tokens))
                     ids = ids[:room]
                     lps = [float(x) for x in lps[: len(ids)]] if lps is not None else [0.0] * len(ids)
                     if len(lps) < len(ids):
@@ -293,6 +334,12 @@ def make_rollout_func(
                 )
                 for r, resp in zip(stepping, answers):
                     r.pending = None
+                    if isinstance(resp, TherapyGymError):
+                        # The service failed for this row after the client's retries: end it
+                        # (abandoned below, reward None) instead of failing TRL's step.
+                        logger.error("%s: step %d of episode %s failed: %s", UNSCORED_METRIC, turn, r.episode_id, resp)
+                        r.done, r.reason = True, resp.kind
+                        continue
                     if resp.get("done"):
                         r.done, r.final = True, resp
                         continue
@@ -308,7 +355,11 @@ def make_rollout_func(
             for r in rows:
                 if not r.done:
                     r.done, r.reason = True, "not_finished"
-            ending = [r for r in rows if r.final is None or close_on_done]
+            # Rows the service did not end are abandoned (masked; their groups complete), the
+            # others deleted when they are done.
+            cut = [r for r in rows if r.final is None]
+            list(pool.map(lambda r: abandon_quietly(client, r.episode_id, r.reason or "engine_cut_short"), cut))
+            ending = [r for r in rows if r.final is not None and close_on_done]
             list(pool.map(lambda r: _delete(client, r.episode_id), ending))
 
         rewards, infos = [], []
@@ -336,10 +387,13 @@ def _patient_text(observation: Any) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def _step(client: TherapyGymClient, r: _Row, turn: int) -> dict:
+def _step(client: TherapyGymClient, r: _Row, turn: int) -> "dict | TherapyGymError":
     assert r.pending is not None
     text, finish = r.pending
-    return client.step(r.episode_id, text, turn, finish_reason=finish)
+    try:
+        return client.step(r.episode_id, text, turn, finish_reason=finish)
+    except TherapyGymError as e:
+        return e
 
 
 def _delete(client: TherapyGymClient, episode_id: str) -> None:

@@ -27,13 +27,28 @@ Checked against volcengine/verl ``b178a3cd56f58b2d502255daba591e92833930a7`` (20
   ``custom_reward_function.path`` (a file, or ``pkg://module``) / ``.name`` and merges
   ``custom_reward_function.reward_kwargs`` into the call.
 
+- ``verl/experimental/agent_loop/agent_loop.py``: the samples of a batch run concurrently
+  (``asyncio.gather``: one exception fails the whole step); with the reward loop each sample's
+  reward is computed as soon as its own loop ends, while its group mates may still play; the
+  reward function sees no request id, only the row, ``turn_scores``, ``num_turns`` (user +
+  assistant turns + 1) and the decoded response (``solution_str``).
+
 Differences from the engine's usual setup, on purpose (docs/rl-engines.md):
 
-- Intermediate steps return score ``None`` (not 0.0), so ``turn_scores`` holds only the final
-  reward: ``[]`` then tells :func:`compute_score` that verl stopped the episode before the
-  service ended it (a 0.0 there would be indistinguishable from a real final 0.0).
-- The final step returns ``NaN`` for an unscored session; :func:`compute_score` replaces it
-  (and a missing final score) with the group's ``scored_mean`` (§5.0).
+- Intermediate steps return score ``None`` (not 0.0), or the per-turn reward when the service
+  runs with ``--turn-reward``; the final step returns the session reward, ``NaN`` when unscored.
+- **Cut short.** When verl ends a sample itself (``response_length`` or
+  ``max_assistant_turns`` right after a generation) it never calls the interaction again, so
+  the service's episode would stay open and its group could not complete. :func:`compute_score`
+  detects it (an even ``num_turns``: the last generation got no interaction call) and abandons
+  that episode (``POST /v1/groups/{id}/abandon`` with the member's turn count and decoded
+  response, which picks it out among its group mates); the sample then gets the group's
+  ``scored_mean``.
+- Validation/test rows (``split`` val/test) and groups of one play in a group of their own per
+  episode, and their unscored members get ``all_unscored_value`` without any group lookup.
+- Nothing raises into verl for one member: a failed create or step ends that member (NaN,
+  abandoned), and :func:`compute_score` answers ``all_unscored_value`` when the service cannot
+  say more (``therapygym/unscored`` = 1). Only configuration errors raise.
 - The episode is deleted on the terminating step (verl never finalises; the TTL is the backstop).
 
 Usage: see ``examples/verl/`` and docs/rl-engines.md.
@@ -41,9 +56,11 @@ Usage: see ``examples/verl/`` and docs/rl-engines.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -51,14 +68,16 @@ from ._common import (
     UNSCORED_METRIC,
     Resolved,
     Task,
+    abandon_quietly,
     check_id,
     client_from,
+    is_solo,
     log_service_info,
     new_episode_id,
     parse_task,
-    resolve_reward,
     resolve_reward_async,
     run_blocking,
+    solo_group,
 )
 from .client import TherapyGymClient, TherapyGymError
 
@@ -82,9 +101,11 @@ logger = logging.getLogger("therapygym_adapters")
 @dataclass
 class _Episode:
     task: Task
+    group: str
     turn: int = 0
     final: dict | None = None
     closed: bool = False
+    failed: str | None = None  # why the service cannot carry this episode (create failed)
     info: dict = field(default_factory=dict)
 
 
@@ -100,6 +121,14 @@ def _final_score(resp: Mapping[str, Any]) -> float:
     if resp.get("status") == "scored" and isinstance(reward, (int, float)):
         return float(reward)
     return math.nan
+
+
+def _turn_score(resp: Mapping[str, Any]) -> float | None:
+    """The per-turn reward of an intermediate step (``--turn-reward``), else None."""
+    r = resp.get("turn_reward")
+    if isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r):
+        return float(r)
+    return None
 
 
 class TherapyInteraction(_BaseInteraction):
@@ -129,22 +158,38 @@ class TherapyInteraction(_BaseInteraction):
     # verl API -----------------------------------------------------------------------------
 
     async def start_interaction(self, instance_id: str | None = None, **kwargs: Any) -> str:
-        """``POST /v1/episodes`` with ``episode_id = instance_id`` and the row's task."""
+        """``POST /v1/episodes`` with ``episode_id = instance_id`` and the row's task.
+
+        A service failure (after the client's retries) does not raise: the member is ended at
+        its first turn and masked like an unscored one."""
         task = self._task(kwargs)
         episode_id = check_id("instance_id", instance_id or new_episode_id("verl"))
-        await run_blocking(log_service_info, self.client)
-        resp = await run_blocking(
-            self.client.create_episode,
-            task.profile_id,
-            task.seed,
-            episode_id=episode_id,
-            group_id=task.group,
-            split=task.split,
-            limits=task.limits,
-            opening=task.opening,
-        )
+        group = solo_group(task, episode_id) if is_solo(task) else task.group
+        ep = _Episode(task=task, group=group)
+        try:
+            await run_blocking(log_service_info, self.client)
+            resp = await run_blocking(
+                self.client.create_episode,
+                task.profile_id,
+                task.seed,
+                episode_id=episode_id,
+                group_id=group,
+                split=task.split,
+                limits=task.limits,
+                opening=task.opening,
+            )
+            ep.turn = int(resp.get("turn") or 0)
+        except TherapyGymError as e:
+            logger.error(
+                "%s: episode %s (group %s) could not be created (%s); the member ends at its first turn, masked",
+                UNSCORED_METRIC,
+                episode_id,
+                group,
+                e,
+            )
+            ep.failed = e.kind
         with self._lock:
-            self._episodes[episode_id] = _Episode(task=task, turn=int(resp.get("turn") or 0))
+            self._episodes[episode_id] = ep
         return episode_id
 
     async def generate_response(
@@ -152,8 +197,9 @@ class TherapyInteraction(_BaseInteraction):
     ) -> tuple[bool, str, float | None, dict[str, Any]]:
         """``POST /step`` with the last assistant message.
 
-        Returns ``(done, patient_text, score, info)``: ``score`` is ``None`` before the end, the
-        reward at the end, ``NaN`` when the judge could not score the session.
+        Returns ``(done, patient_text, score, info)``: ``score`` is ``None`` before the end (or
+        the per-turn reward with ``--turn-reward``), the reward at the end, ``NaN`` when the judge
+        could not score the session or the service failed for this member.
         """
         ep = self._episodes.get(instance_id)
         if ep is None:
@@ -163,12 +209,10 @@ class TherapyInteraction(_BaseInteraction):
             ep = self._episodes[instance_id]
             ep.turn = max(ep.turn, sum(1 for m in messages if m.get("role") == "assistant") - 1)
         if ep.final is not None:
-            raise TherapyGymError(
-                "episode_done",
-                0,
-                f"generate_response after the end of episode {instance_id}",
-                episode_id=instance_id,
-            )
+            # verl does not call again after done; answer the same end instead of raising.
+            return True, "", _final_score(ep.final), dict(ep.final.get("info") or {})
+        if ep.failed is not None:
+            return self._masked(instance_id, ep, ep.failed)
         content = next(
             (m.get("content") or "" for m in reversed(messages) if m.get("role") == "assistant"),
             None,
@@ -176,10 +220,23 @@ class TherapyInteraction(_BaseInteraction):
         if content is None:
             raise ValueError(f"episode {instance_id}: no assistant message to send to the patient")
         turn = ep.turn + 1
-        resp = await run_blocking(self.client.step, instance_id, content, turn)
+        try:
+            resp = await run_blocking(self.client.step, instance_id, content, turn)
+        except TherapyGymError as e:
+            logger.error(
+                "%s: step %d of episode %s (group %s) failed (%s); the member ends here, masked",
+                UNSCORED_METRIC,
+                turn,
+                instance_id,
+                ep.group,
+                e,
+            )
+            if e.kind not in ("episode_abandoned", "episode_expired", "episode_not_found"):
+                await run_blocking(abandon_quietly, self.client, instance_id, f"step failed: {e.kind}")
+            return self._masked(instance_id, ep, e.kind)
         ep.turn = turn
         if not resp.get("done"):
-            return False, _patient_text(resp.get("observation")), None, {"turn": turn}
+            return False, _patient_text(resp.get("observation")), _turn_score(resp), {"turn": turn}
         ep.final = resp
         score = _final_score(resp)
         info = dict(resp.get("info") or {})
@@ -189,7 +246,7 @@ class TherapyInteraction(_BaseInteraction):
                 "%s: episode %s (group %s) is unscored (%s); compute_score imputes the group's scored_mean",
                 UNSCORED_METRIC,
                 instance_id,
-                ep.task.group,
+                ep.group,
                 info.get("unscored_reason"),
             )
         if self.close_on_done:
@@ -223,6 +280,10 @@ class TherapyInteraction(_BaseInteraction):
         merged.update({k: v for k, v in kwargs.items() if v is not None})
         return parse_task(merged, what="interaction_kwargs")
 
+    def _masked(self, instance_id: str, ep: _Episode, reason: str) -> tuple[bool, str, float, dict]:
+        ep.final = {"status": "unscored", "reward": None, "info": {"unscored_reason": reason}}
+        return True, "", math.nan, {"status": "unscored", "unscored_reason": reason}
+
     async def _close(self, instance_id: str, ep: _Episode) -> None:
         if ep.closed:
             return
@@ -248,7 +309,29 @@ def _client(base_url: str | None) -> TherapyGymClient:
         return c
 
 
-def _final_from_extra(extra_info: Mapping[str, Any] | None) -> tuple[Task, Any, str | None]:
+@dataclass(frozen=True)
+class _Sample:
+    task: Task
+    reward: float | None
+    reason: str | None
+    #: verl ended the sample right after a generation the interaction never saw.
+    cut_short: bool
+    #: therapist turns the service saw (when cut short)
+    service_turns: int | None
+
+
+def _as_int(x: Any) -> int | None:
+    try:
+        if hasattr(x, "tolist"):
+            x = x.tolist()
+        if isinstance(x, (list, tuple)):
+            x = x[0] if x else None
+        return None if x is None or isinstance(x, bool) else int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sample(extra_info: Mapping[str, Any] | None) -> _Sample:
     if not extra_info:
         raise ValueError(
             "compute_score needs extra_info (interaction_kwargs and turn_scores); run verl's "
@@ -264,18 +347,119 @@ def _final_from_extra(extra_info: Mapping[str, Any] | None) -> tuple[Task, Any, 
             "extra_info.turn_scores is missing: verl passes the interaction's scores to the reward "
             "function only through the reward loop (reward_model.use_reward_loop=True, the default)"
         )
-    finals = [s for s in list(turn_scores) if s is not None]
-    if not finals:
-        return task, None, "not_finished"
-    final = finals[-1]
+    scores = [s for s in list(turn_scores) if s is not None]
+    num_turns = _as_int(extra_info.get("num_turns"))
+    if num_turns is not None:
+        # num_turns = user + assistant turns + 1: odd when every generation got its interaction
+        # call (the last of which ended the episode), even when verl stopped after a generation.
+        cut = num_turns % 2 == 0
+        service_turns = (num_turns - 2) // 2 if cut else None
+    else:
+        cut, service_turns = not scores, None
+    if cut or not scores:
+        return _Sample(task, None, "engine_cut_short", True, service_turns)
+    final = scores[-1]
     if isinstance(final, (int, float)) and not isinstance(final, bool) and math.isfinite(final):
-        return task, float(final), None
-    return task, None, "unscored"
+        return _Sample(task, float(final), None, False, None)
+    return _Sample(task, None, "unscored", False, None)
 
 
-def _result(resolved: Resolved) -> dict[str, float]:
+def _result(resolved: Resolved, cut_short: bool) -> dict[str, float]:
     # Every sample returns the same keys: verl stacks them into reward_extra_info.
-    return {"score": resolved.value, UNSCORED_METRIC: resolved.metric}
+    return {
+        "score": resolved.value,
+        UNSCORED_METRIC: resolved.metric,
+        "therapygym/cut_short": 1.0 if cut_short else 0.0,
+    }
+
+
+async def _abandon_cut_short(
+    client: TherapyGymClient, s: _Sample, response: str | None, deadline: float, poll_s: float
+) -> str | None:
+    """Abandons the episode verl cut short; returns its group id (None when none was found)."""
+    solo = is_solo(s.task)
+    tries = [{"response": response}] if response else []
+    tries.append({})  # the turn count alone, when the decoded text cannot be matched
+    kw: dict[str, Any] = {
+        "turns": s.service_turns,
+        "at_most": 1,
+        "reason": "engine_cut_short",
+    }
+    if solo:
+        kw["scope"] = "task"
+        kw["task"] = {"profile_id": s.task.profile_id, "seed": s.task.seed}
+    while True:
+        ambiguous = False
+        for extra in tries:
+            try:
+                r = await run_blocking(client.abandon_in_group, s.task.group, **kw, **extra)
+            except TherapyGymError as e:
+                if e.kind == "group_not_found":
+                    return None
+                raise
+            if r.get("abandoned"):
+                return str(r["abandoned"][0].get("group_id") or s.task.group)
+            if r.get("ambiguous"):
+                ambiguous = True
+                break
+        # Nothing matched: the episode already ended (TTL, an error path), or its group mates
+        # with the same turn count are still playing (ambiguous): ask again shortly.
+        if not ambiguous or time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(poll_s)
+
+
+async def _score(
+    s: _Sample,
+    solution_str: str | None,
+    *,
+    base_url: str | None,
+    group_wait_s: float,
+    group_size: int | None,
+    all_unscored_value: float,
+    poll_s: float,
+) -> dict[str, float]:
+    if s.reward is not None:
+        return _result(Resolved(s.reward, False), False)
+    client = _client(base_url)
+    deadline = time.monotonic() + group_wait_s
+    group = s.task.group
+    try:
+        if s.cut_short:
+            found = await _abandon_cut_short(client, s, solution_str, deadline, poll_s)
+            if found is None:
+                logger.warning(
+                    "%s: verl cut a member of group %s short after %s service turns, but no open "
+                    "episode matched it (already ended?)",
+                    UNSCORED_METRIC,
+                    group,
+                    s.service_turns,
+                )
+            group = found or group
+        if is_solo(s.task):
+            # Validation/test or a group of one: nothing to impute from.
+            return _result(Resolved(float(all_unscored_value), True, s.reason, "constant"), s.cut_short)
+        resolved = await resolve_reward_async(
+            client,
+            group,
+            None,
+            reason=s.reason,
+            wait_s=max(0.0, deadline - time.monotonic()),
+            group_size=s.task.group_size or group_size,
+            all_unscored_value=all_unscored_value,
+            poll_s=poll_s,
+        )
+    except TherapyGymError as e:
+        # Never fail verl's step for one member: the documented neutral value, flagged.
+        logger.error(
+            "%s: no group value for a member of group %s (%s): score := all_unscored_value %.6g",
+            UNSCORED_METRIC,
+            group,
+            e,
+            all_unscored_value,
+        )
+        resolved = Resolved(float(all_unscored_value), True, e.kind, "constant")
+    return _result(resolved, s.cut_short)
 
 
 def compute_score(
@@ -288,30 +472,36 @@ def compute_score(
     group_wait_s: float = 600.0,
     group_size: int | None = None,
     all_unscored_value: float = 0.0,
+    poll_s: float = 2.0,
     **kwargs: Any,
 ) -> dict[str, float]:
     """verl custom reward function: the session reward from the interaction's final score.
 
-    A scored session gives its reward. An unscored one (``NaN``), or one verl stopped before the
-    service ended it (``turn_scores`` empty: ``response_length`` or ``max_assistant_turns``
-    reached first), gets its group's ``scored_mean`` after ``GET /v1/groups/{group_id}``
-    (``group_wait_s``; raises ``group_incomplete`` when the group does not finish in time), or
-    ``all_unscored_value`` when no member was scored. Returns ``{"score", "therapygym/unscored"}``.
-    ``base_url``, ``group_wait_s``, ``group_size`` and ``all_unscored_value`` come from
-    ``custom_reward_function.reward_kwargs``; ``group_size`` defaults to the row's
+    A scored session gives its reward. An unscored one (``NaN``) gets its group's
+    ``scored_mean`` after ``GET /v1/groups/{group_id}``. One verl cut short (an even
+    ``num_turns``: ``response_length`` or ``max_assistant_turns`` came first) is first abandoned
+    on the service, so its group completes, then treated the same way. Validation/test rows and
+    groups of one get ``all_unscored_value``, as does any member when the group does not
+    complete within ``group_wait_s`` or the service fails: nothing raises into verl for one
+    member. Returns ``{"score", "therapygym/unscored", "therapygym/cut_short"}``.
+    ``base_url``, ``group_wait_s``, ``group_size``, ``all_unscored_value`` and ``poll_s`` come
+    from ``custom_reward_function.reward_kwargs``; ``group_size`` defaults to the row's
     ``interaction_kwargs.group_size``, then to the service's ``--group-size``.
     """
-    task, reward, reason = _final_from_extra(extra_info)
-    resolved = resolve_reward(
-        _client(base_url),
-        task.group,
-        reward,
-        reason=reason,
-        wait_s=group_wait_s,
-        group_size=task.group_size or group_size,
-        all_unscored_value=all_unscored_value,
+    s = _sample(extra_info)
+    if s.reward is not None:
+        return _result(Resolved(s.reward, False), False)
+    return asyncio.run(
+        _score(
+            s,
+            solution_str,
+            base_url=base_url,
+            group_wait_s=group_wait_s,
+            group_size=group_size,
+            all_unscored_value=all_unscored_value,
+            poll_s=poll_s,
+        )
     )
-    return _result(resolved)
 
 
 async def compute_score_async(
@@ -329,15 +519,12 @@ async def compute_score_async(
 ) -> dict[str, float]:
     """:func:`compute_score` as a coroutine (verl's reward loop awaits it; waiting for a group
     then polls instead of holding a thread)."""
-    task, reward, reason = _final_from_extra(extra_info)
-    resolved = await resolve_reward_async(
-        _client(base_url),
-        task.group,
-        reward,
-        reason=reason,
-        wait_s=group_wait_s,
-        group_size=task.group_size or group_size,
+    return await _score(
+        _sample(extra_info),
+        solution_str,
+        base_url=base_url,
+        group_wait_s=group_wait_s,
+        group_size=group_size,
         all_unscored_value=all_unscored_value,
         poll_s=poll_s,
     )
-    return _result(resolved)

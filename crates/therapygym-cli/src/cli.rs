@@ -356,12 +356,17 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// What `/get_reward` answers for an unscored session: an error (422) or a neutral value.
-    #[arg(long, default_value = "error", value_parser = ["error", "neutral"])]
+    /// What `/get_reward` answers for an unscored session: a neutral reward flagged
+    /// `extra_logs.unscored = 1` (OpenRLHF cannot mask), or `error` (HTTP 422, the old behaviour).
+    #[arg(long, default_value = "neutral", value_parser = ["error", "neutral"])]
     pub reward_unscored: String,
-    /// The neutral reward for `--reward-unscored neutral`.
-    #[arg(long, required_if_eq("reward_unscored", "neutral"))]
-    pub reward_neutral_value: Option<f64>,
+    /// The neutral reward `/get_reward` answers for an unscored session.
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
+    pub reward_neutral_value: f64,
+    /// Per-turn rewards (`turn_reward` on intermediate steps) as the reward config's
+    /// `[turn_reward]` section defines them; the session reward is unchanged.
+    #[arg(long)]
+    pub turn_reward: bool,
     /// Chat template `/get_reward` parses `query` with.
     #[arg(long, default_value = "chatml", value_parser = ["chatml", "llama3"])]
     pub chat_format: String,

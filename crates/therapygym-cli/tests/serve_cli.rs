@@ -197,6 +197,8 @@ fn serve_refuses_bad_settings_with_exit_code_2() {
             "serve",
             "--reward-unscored",
             "neutral",
+            "--reward-neutral-value",
+            "half",
             "--addr",
             "127.0.0.1:0",
         ],

@@ -68,6 +68,55 @@ pub struct RewardConfig {
     pub judge_weight: f64,
     #[serde(default)]
     pub text_terms: Vec<TextTerm>,
+    /// Optional per-turn rewards for env-step episodes (`serve --turn-reward`); never part of
+    /// the session reward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_reward: Option<TurnReward>,
+}
+
+/// A per-turn signal (`[turn_reward]`): text terms of the turn's own therapist text, plus every
+/// `judge_every` therapist turns `judge_weight` × the session reward of the transcript so far
+/// (one extra judge call each time; 0 = never).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnReward {
+    #[serde(default)]
+    pub judge_every: u32,
+    #[serde(default = "one")]
+    pub judge_weight: f64,
+    #[serde(default)]
+    pub text_terms: Vec<TextTerm>,
+}
+
+impl TextTerm {
+    /// `weight · min(count of the patterns in `lower`, cap) / cap`; `lower` is lowercased text.
+    pub fn value(&self, lower: &str) -> f64 {
+        let count: usize = self
+            .patterns
+            .iter()
+            .map(|p| lower.matches(&p.to_lowercase()).count())
+            .sum();
+        let cap = self.cap.max(1) as usize;
+        self.weight * count.min(cap) as f64 / cap as f64
+    }
+}
+
+impl TurnReward {
+    /// The text terms of one therapist turn, by name, and their sum.
+    pub fn text_value(&self, turn_text: &str) -> (f64, BTreeMap<String, f64>) {
+        let lower = turn_text.to_lowercase();
+        let terms: BTreeMap<String, f64> = self
+            .text_terms
+            .iter()
+            .map(|t| (t.name.clone(), t.value(&lower)))
+            .collect();
+        (terms.values().sum(), terms)
+    }
+
+    /// Whether therapist turn `turn` (1-based) is judged.
+    pub fn judges(&self, turn: u32) -> bool {
+        self.judge_every > 0 && turn.is_multiple_of(self.judge_every)
+    }
 }
 
 fn one() -> f64 {
@@ -108,6 +157,7 @@ impl Default for RewardConfig {
             truncation_penalty: 0.0,
             judge_weight: 1.0,
             text_terms: Vec::new(),
+            turn_reward: None,
         }
     }
 }
@@ -146,6 +196,15 @@ impl RewardConfig {
                 at,
                 "ctrs.weights",
                 "weights must be finite and non-negative",
+            ));
+        }
+        if let Some(t) = &c.turn_reward
+            && (!finite(t.judge_weight) || t.text_terms.iter().any(|x| !finite(x.weight)))
+        {
+            return Err(DataError::field(
+                at,
+                "turn_reward",
+                "weights must be finite numbers",
             ));
         }
         if !finite(c.safety.default_penalty) || c.safety.penalties.values().any(|w| !finite(*w)) {
@@ -322,13 +381,7 @@ impl RewardConfig {
         let mut text_terms = BTreeMap::new();
         let mut text_total = 0.0;
         for t in &self.text_terms {
-            let count: usize = t
-                .patterns
-                .iter()
-                .map(|p| lower.matches(&p.to_lowercase()).count())
-                .sum();
-            let cap = t.cap.max(1) as usize;
-            let v = t.weight * count.min(cap) as f64 / cap as f64;
+            let v = t.value(&lower);
             text_total += v;
             text_terms.insert(t.name.clone(), v);
         }
@@ -435,6 +488,28 @@ mod tests {
         assert!((b.safety_penalty - 1.25).abs() < 1e-12);
         assert!((b.reward - (34.0 / 54.0 - 1.25)).abs() < 1e-12);
         assert!(b.any_violation);
+    }
+
+    #[test]
+    fn turn_reward_section() {
+        let c = RewardConfig::parse(
+            "[turn_reward]\njudge_every = 2\njudge_weight = 0.5\n[[turn_reward.text_terms]]\nname = \"q\"\npatterns = [\"?\"]\nweight = 0.4\ncap = 2\n",
+            Path::new("r.toml"),
+        )
+        .unwrap();
+        let t = c.turn_reward.clone().unwrap();
+        assert_eq!(t.text_value("Why? How?? Really?").0, 0.4);
+        assert!((t.text_value("Why?").0 - 0.2).abs() < 1e-12);
+        assert!(!t.judges(1) && t.judges(2) && !t.judges(3) && t.judges(4));
+        // Without the section the config (and its hash) is what it was.
+        let plain = RewardConfig::parse("", Path::new("r.toml")).unwrap();
+        assert!(plain.turn_reward.is_none());
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("turn_reward")
+        );
+        assert!(RewardConfig::parse("[turn_reward]\nbogus = 1\n", Path::new("r.toml")).is_err());
     }
 
     #[test]

@@ -16,10 +16,12 @@ use therapygym_session::SessionConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "unscored", rename_all = "snake_case")]
 pub enum UnscoredPolicy {
-    /// HTTP 422 `unscored` (503 `judge_unavailable` when the judge was unreachable): the run
-    /// fails loudly. The default.
+    /// HTTP 422 `unscored` (503 `judge_unavailable` when the judge was unreachable): opt-in
+    /// (`--reward-unscored error`). OpenRLHF retries a failed request 5 times and then leaves
+    /// the sample without a reward, so this fails runs with a misleading error.
     Error,
-    /// This explicit value, reported as `extra_logs.unscored = [1.0]`.
+    /// This value (default 0.0), reported as `extra_logs.unscored = [1.0]` with the reason in
+    /// `unscored_reasons`. The default: a well-formed request never gets a 4xx.
     Neutral { neutral_value: f64 },
 }
 
@@ -126,6 +128,9 @@ pub struct ServerConfig {
     /// URL prefixes a `POST /v1/rollouts` request may name as `policy.base_url`
     /// (`--policy-url-allow`); empty: the route answers 403 `rollouts_disabled`.
     pub policy_url_allow: Vec<String>,
+    /// Per-turn rewards on intermediate env-step answers (`--turn-reward`), configured by the
+    /// reward config's `[turn_reward]` section.
+    pub turn_reward: bool,
 }
 
 impl Default for ServerConfig {
@@ -148,7 +153,7 @@ impl Default for ServerConfig {
             max_batch_items: 256,
             max_turns: 50,
             max_group_wait: Duration::from_secs(600),
-            unscored_policy: UnscoredPolicy::Error,
+            unscored_policy: UnscoredPolicy::Neutral { neutral_value: 0.0 },
             chat_format: ChatFormat::Chatml,
             reward_route_timeout: Duration::from_secs(170),
             circuit: CircuitConfig::default(),
@@ -158,6 +163,7 @@ impl Default for ServerConfig {
             score_cache_bytes: 64 * 1024 * 1024,
             auth_token: None,
             policy_url_allow: Vec::new(),
+            turn_reward: false,
         }
     }
 }

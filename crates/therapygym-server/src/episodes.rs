@@ -264,6 +264,8 @@ pub enum Phase {
     Deleted,
     /// Creation failed; the entry is gone.
     Failed,
+    /// The engine ended it before the service did (`POST /v1/episodes/{id}/abandon`).
+    Abandoned,
 }
 
 #[derive(Debug)]
@@ -462,7 +464,7 @@ fn create_response(state: &AppState, entry: &Entry, ep: &Episode) -> Value {
         "group_id": entry.spec.group_id,
         "protocol": PROTOCOL,
         "messages": ep.opening_messages,
-        "done": ep.phase == Phase::Done,
+        "done": matches!(ep.phase, Phase::Done | Phase::Abandoned),
         "turn": ep.session.therapist_turns(),
         "ttl_s": state.cfg.ttl.as_secs(),
         "expires_at": expires_at(state.cfg.ttl),
@@ -669,6 +671,17 @@ async fn step_locked(
         .episode(id)
         .group(gid));
     }
+    if ep.phase == Phase::Abandoned {
+        return Err(ApiError::conflict(
+            "episode_abandoned",
+            format!(
+                "the episode was abandoned after turn {} (POST /v1/episodes/{id}/abandon); it takes no more turns and has no reward",
+                ep.steps.len()
+            ),
+        )
+        .episode(id)
+        .group(gid));
+    }
     if ep.phase == Phase::Done {
         return Err(ApiError::conflict(
             "episode_done",
@@ -727,7 +740,7 @@ async fn step_locked(
             .last()
             .map(|t| t.text.clone())
             .unwrap_or_default();
-        json!({
+        let mut v = json!({
             "episode_id": id,
             "turn": turn,
             "done": false,
@@ -737,13 +750,51 @@ async fn step_locked(
                 "patient_ended": false,
                 "patient_seed": derive("patient", &entry.spec.profile_id, entry.spec.seed, Some(body.turn)),
             },
-        })
+        });
+        if state.cfg.turn_reward
+            && let Some(tr) = &state.assets.reward.turn_reward
+        {
+            let (value, parts) = turn_reward(&state, tr, &ep.session, &content, body.turn).await;
+            v["turn_reward"] = json!(value);
+            v["info"]["turn_reward"] = parts;
+        }
+        v
     };
     ep.steps.push(StepRecord {
         content,
         response: response.clone(),
     });
     Ok(response)
+}
+
+/// The per-turn reward of an intermediate step (`--turn-reward`): the turn's text terms, plus
+/// on every `judge_every`-th turn `judge_weight` × the session reward of the transcript so far
+/// (an unscored judgment adds nothing and says so). Never part of the session reward.
+async fn turn_reward(
+    state: &AppState,
+    tr: &therapygym_core::reward::TurnReward,
+    s: &Session,
+    content: &str,
+    turn: u32,
+) -> (f64, Value) {
+    let (text, terms) = tr.text_value(content);
+    let mut parts = json!({"text_terms": terms, "judged": false});
+    let mut value = text;
+    if tr.judges(turn) {
+        let scored = state.score(&s.transcript, s.seeds().judge).await;
+        parts["judged"] = json!(true);
+        match scored.reward() {
+            Some(r) => {
+                value += tr.judge_weight * r;
+                parts["judge"] = json!(tr.judge_weight * r);
+            }
+            None => {
+                parts["judge"] = Value::Null;
+                parts["unscored_reason"] = json!(scored.unscored_reason());
+            }
+        }
+    }
+    (value, parts)
 }
 
 /// The final outcome's `info`: the score breakdown plus the session facts.
@@ -779,17 +830,9 @@ async fn finalize(state: &AppState, entry: &Entry, ep: &mut Episode) -> Value {
     ep.final_score = Some(
         json!({"episode_id": entry.id, "reward": scored.reward(), "status": scored.status(), "info": info}),
     );
-    state.groups.finish(
-        &entry.spec.group_id,
-        &entry.id,
-        if scored.is_scored() {
-            MemberStatus::Scored
-        } else {
-            MemberStatus::Unscored
-        },
-        scored.reward(),
-        scored.unscored_reason().map(String::from),
-    );
+    state
+        .groups
+        .finish_judged(&entry.spec.group_id, &entry.id, &scored);
     state
         .metrics
         .counters
@@ -860,6 +903,236 @@ pub async fn score(state: Arc<AppState>, id: String) -> Result<Value, ApiError> 
         .episode(&id)
         .group(&entry.spec.group_id)),
     }
+}
+
+/// `GET /v1/episodes/{id}`: the episode's opening as create answered it, without side effects
+/// (no patient call, no TTL refresh), so an engine can retry safely.
+pub async fn get(state: Arc<AppState>, id: String) -> Result<Value, ApiError> {
+    check_id("episode id", &id)?;
+    let entry = match state.episodes.lookup(&id) {
+        Lookup::Live(e) => e,
+        Lookup::Expired => return Err(ApiError::episode_expired(&id)),
+        Lookup::Missing => return Err(ApiError::episode_not_found(&id)),
+    };
+    let ep = entry.ep.lock().await;
+    if let Some(e) = phase_error(&entry, ep.phase) {
+        return Err(e);
+    }
+    if ep.phase == Phase::Opening {
+        return Err(ApiError::conflict(
+            "episode_opening",
+            "the episode is still being created (the patient is writing its opening); retry",
+        )
+        .episode(&id)
+        .group(&entry.spec.group_id));
+    }
+    Ok(create_response(&state, &entry, &ep))
+}
+
+/// `POST /v1/episodes/{id}/abandon`: the engine ended the episode before the service did (a token
+/// or turn limit of its own, a crash). The member is masked (`reward: null`, status
+/// `abandoned`) and its group can complete; the transcript is stored as `expired`. Idempotent;
+/// a finished episode answers its outcome unchanged.
+pub async fn abandon(state: Arc<AppState>, id: String, reason: String) -> Result<Value, ApiError> {
+    check_id("episode id", &id)?;
+    let entry = match state.episodes.lookup(&id) {
+        Lookup::Live(e) => e,
+        Lookup::Expired => return Err(ApiError::episode_expired(&id)),
+        Lookup::Missing => return Err(ApiError::episode_not_found(&id)),
+    };
+    entry.touch();
+    let guard = Arc::clone(&entry.ep).lock_owned().await;
+    let st = Arc::clone(&state);
+    tokio::spawn(async move { abandon_locked(&st, &entry, guard, &reason).await })
+        .await
+        .map_err(|e| ApiError::internal(format!("abandon task failed: {e}")).episode(&id))?
+}
+
+async fn abandon_locked(
+    state: &AppState,
+    entry: &Entry,
+    mut ep: OwnedMutexGuard<Episode>,
+    reason: &str,
+) -> Result<Value, ApiError> {
+    if let Some(e) = phase_error(entry, ep.phase) {
+        return Err(e);
+    }
+    if let Some(v) = &ep.final_score {
+        return Ok(v.clone());
+    }
+    state.groups.finish(
+        &entry.spec.group_id,
+        &entry.id,
+        MemberStatus::Abandoned,
+        None,
+        Some(reason.to_string()),
+    );
+    ep.phase = Phase::Abandoned;
+    state.episodes.retire(entry);
+    state
+        .metrics
+        .counters
+        .episodes_abandoned
+        .fetch_add(1, Ordering::Relaxed);
+    let v = json!({
+        "episode_id": entry.id,
+        "group_id": entry.spec.group_id,
+        "turn": ep.session.therapist_turns(),
+        "done": true,
+        "reward": null,
+        "status": "abandoned",
+        "info": {"unscored_reason": "abandoned", "abandon_reason": reason, "therapist_turns": ep.session.therapist_turns()},
+    });
+    ep.final_score = Some(v.clone());
+    let record = stored_record(
+        state,
+        entry,
+        &ep,
+        SessionStatus::Expired,
+        Some(format!("abandoned by the engine: {reason}")),
+    );
+    state.store(record, None).await;
+    Ok(v)
+}
+
+/// Which members `POST /v1/groups/{id}/abandon` ends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbandonGroupIn {
+    /// Only members with exactly this many therapist turns.
+    #[serde(default)]
+    pub turns: Option<u32>,
+    /// Only members whose every therapist turn occurs, in order, in this text (whitespace
+    /// ignored): the engine's decoded response of the member it cut short.
+    #[serde(default)]
+    pub response: Option<String>,
+    /// When more members match than this, none is abandoned (`"ambiguous": true`).
+    #[serde(default)]
+    pub at_most: Option<usize>,
+    /// `group` (default): members of this group; `task`: members of every group of this
+    /// group's `(profile_id, seed)` (per-episode validation groups).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The task for `scope: task` (default: the group's own task, if the group exists).
+    #[serde(default)]
+    pub task: Option<TaskIn>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every therapist turn of `turns`, in order, in `response` (whitespace-insensitive).
+fn turns_in(turns: &[String], response: &str) -> bool {
+    let hay = squash(response);
+    let mut at = 0;
+    for t in turns {
+        let needle = squash(t);
+        match hay[at..].find(&needle) {
+            Some(k) => at += k + needle.len(),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// `POST /v1/groups/{group_id}/abandon`: abandons the group's members still in progress that
+/// match (all of them without filters).
+pub async fn abandon_in_group(
+    state: Arc<AppState>,
+    group_id: String,
+    body: AbandonGroupIn,
+) -> Result<Value, ApiError> {
+    check_id("group id", &group_id)?;
+    let groups: Vec<String> = match body.scope.as_deref() {
+        None | Some("group") => vec![group_id.clone()],
+        Some("task") => {
+            let own = body.task.as_ref().map(|t| (t.profile_id.clone(), t.seed));
+            let (profile, seed) =
+                own.or_else(|| state.groups.task_of(&group_id))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "group_not_found",
+                            format!("group `{group_id}` has no members"),
+                        )
+                        .group(&group_id)
+                    })?;
+            state.groups.groups_of_task(&profile, seed)
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`scope` is `group` or `task`, not `{other}`"
+            ))
+            .group(&group_id));
+        }
+    };
+    if groups.is_empty() || !groups.iter().any(|g| state.groups.exists(g)) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "group_not_found",
+            format!(
+                "group `{group_id}` has no members (never created, or forgotten after its TTL)"
+            ),
+        )
+        .group(&group_id));
+    }
+    let mut matching = Vec::new();
+    for g in &groups {
+        for id in state.groups.active_members(g) {
+            let Lookup::Live(entry) = state.episodes.lookup(&id) else {
+                continue;
+            };
+            let ep = entry.ep.lock().await;
+            if ep.phase != Phase::Active {
+                continue;
+            }
+            if body
+                .turns
+                .is_some_and(|t| t != ep.session.therapist_turns())
+            {
+                continue;
+            }
+            if let Some(resp) = &body.response {
+                let texts: Vec<String> = ep
+                    .session
+                    .transcript
+                    .turns
+                    .iter()
+                    .filter(|t| t.speaker == Speaker::Therapist)
+                    .map(|t| t.text.clone())
+                    .collect();
+                if !turns_in(&texts, resp) {
+                    continue;
+                }
+            }
+            drop(ep);
+            matching.push(entry);
+        }
+    }
+    let candidates = matching.len();
+    if body.at_most.is_some_and(|n| candidates > n) {
+        return Ok(json!({
+            "group_id": group_id, "abandoned": [], "candidates": candidates, "ambiguous": true,
+        }));
+    }
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "ended by the engine".to_string());
+    let mut out = Vec::new();
+    for entry in matching {
+        let v = abandon(Arc::clone(&state), entry.id.clone(), reason.clone()).await?;
+        if v["status"] == "abandoned" {
+            out.push(
+                json!({"episode_id": entry.id, "group_id": entry.spec.group_id, "turn": v["turn"]}),
+            );
+        }
+    }
+    Ok(json!({
+        "group_id": group_id, "abandoned": out, "candidates": candidates, "ambiguous": false,
+    }))
 }
 
 /// `DELETE /v1/episodes/{id}`: always 204. An unfinished episode is stored as `expired`.

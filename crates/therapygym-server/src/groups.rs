@@ -19,6 +19,8 @@ pub enum MemberStatus {
     Unscored,
     Expired,
     Failed,
+    /// The engine ended it before the service did (`POST …/abandon`): masked, never judged.
+    Abandoned,
 }
 
 impl MemberStatus {
@@ -29,6 +31,7 @@ impl MemberStatus {
             MemberStatus::Unscored => "unscored",
             MemberStatus::Expired => "expired",
             MemberStatus::Failed => "failed",
+            MemberStatus::Abandoned => "abandoned",
         }
     }
 
@@ -43,6 +46,8 @@ struct Member {
     reward: Option<f64>,
     unscored_reason: Option<String>,
     source: &'static str,
+    /// CTRS normalised score and any safety violation of a scored member.
+    quality: Option<(f64, bool)>,
 }
 
 #[derive(Debug)]
@@ -118,6 +123,7 @@ impl Groups {
                 reward: None,
                 unscored_reason: None,
                 source,
+                quality: None,
             },
         );
         let overflow = g.members.len() > group_size as usize;
@@ -155,6 +161,66 @@ impl Groups {
             }
         }
         group.notify.notify_waiters();
+    }
+
+    /// Records a judged member's end (scored or unscored) with its CTRS score and safety flag.
+    pub fn finish_judged(&self, group_id: &str, episode_id: &str, s: &crate::state::Scored) {
+        let status = if s.is_scored() {
+            MemberStatus::Scored
+        } else {
+            MemberStatus::Unscored
+        };
+        self.finish(
+            group_id,
+            episode_id,
+            status,
+            s.reward(),
+            s.unscored_reason().map(String::from),
+        );
+        if let (Some(b), Some(group)) = (&s.breakdown, self.get(group_id))
+            && let Ok(mut g) = group.inner.lock()
+            && let Some(m) = g.members.get_mut(episode_id)
+        {
+            m.quality = Some((b.ctrs_normalized, b.any_violation));
+        }
+    }
+
+    /// The ids of the group's members still in progress (empty for an unknown group).
+    pub fn active_members(&self, group_id: &str) -> Vec<String> {
+        self.get(group_id)
+            .and_then(|g| {
+                g.inner.lock().ok().map(|i| {
+                    i.members
+                        .iter()
+                        .filter(|(_, m)| m.status == MemberStatus::Active)
+                        .map(|(id, _)| id.clone())
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// The ids of the groups of a task `(profile_id, seed)`.
+    pub fn groups_of_task(&self, profile_id: &str, seed: u64) -> Vec<String> {
+        self.map
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|g| g.profile_id == profile_id && g.seed == seed)
+                    .map(|g| g.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The task `(profile_id, seed)` a group is bound to.
+    pub fn task_of(&self, group_id: &str) -> Option<(String, u64)> {
+        self.get(group_id).map(|g| (g.profile_id.clone(), g.seed))
+    }
+
+    /// Whether a group exists.
+    pub fn exists(&self, group_id: &str) -> bool {
+        self.get(group_id).is_some()
     }
 
     /// Removes a member that never started (its creation failed).
@@ -229,6 +295,10 @@ fn render(group: &Group, group_size: u32) -> Result<(Value, bool), ApiError> {
         .iter()
         .map(|(id, m)| {
             let mut v = json!({"episode_id": id, "status": m.status.as_str(), "reward": m.reward, "source": m.source});
+            if let Some((c, any)) = m.quality {
+                v["ctrs"] = json!(c);
+                v["safety_any"] = json!(any);
+            }
             if let Some(r) = &m.unscored_reason {
                 v["unscored_reason"] = json!(r);
             }
@@ -242,11 +312,25 @@ fn render(group: &Group, group_size: u32) -> Result<(Value, bool), ApiError> {
         .filter(|m| m.status == MemberStatus::Scored)
         .filter_map(|m| m.reward)
         .collect();
-    let scored_mean = if scored.is_empty() {
-        None
-    } else {
-        Some(scored.iter().sum::<f64>() / scored.len() as f64)
+    let mean = |xs: &[f64]| {
+        if xs.is_empty() {
+            None
+        } else {
+            Some(xs.iter().sum::<f64>() / xs.len() as f64)
+        }
     };
+    let scored_mean = mean(&scored);
+    let quality: Vec<(f64, bool)> = g.members.values().filter_map(|m| m.quality).collect();
+    let ctrs: Vec<f64> = quality.iter().map(|q| q.0).collect();
+    let violations: Vec<f64> = quality
+        .iter()
+        .map(|q| if q.1 { 1.0 } else { 0.0 })
+        .collect();
+    let abandoned = g
+        .members
+        .values()
+        .filter(|m| m.status == MemberStatus::Abandoned)
+        .count();
     let complete = finished >= group_size as usize;
     Ok((
         json!({
@@ -257,8 +341,11 @@ fn render(group: &Group, group_size: u32) -> Result<(Value, bool), ApiError> {
             "members": members,
             "finished": finished,
             "scored": scored.len(),
-            "unscored": finished - scored.len(),
+            "unscored": finished - scored.len() - abandoned,
+            "abandoned": abandoned,
             "scored_mean": scored_mean,
+            "ctrs_mean": mean(&ctrs),
+            "violation_rate": mean(&violations),
             "complete": complete,
         }),
         complete,

@@ -38,6 +38,7 @@ pub struct Counters {
     pub episodes_finished: AtomicU64,
     pub episodes_expired: AtomicU64,
     pub episodes_deleted: AtomicU64,
+    pub episodes_abandoned: AtomicU64,
     pub rollouts_finished: AtomicU64,
     pub rollouts_failed: AtomicU64,
     pub steps: AtomicU64,
@@ -197,6 +198,7 @@ impl Metrics {
                 ("finished", get(&c.episodes_finished)),
                 ("expired", get(&c.episodes_expired)),
                 ("deleted", get(&c.episodes_deleted)),
+                ("abandoned", get(&c.episodes_abandoned)),
             ],
         );
         labelled(

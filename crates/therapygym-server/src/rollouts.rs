@@ -380,17 +380,7 @@ async fn drive(
     }
     let scored = state.score(&s.transcript, s.seeds().judge).await;
     let info = final_info(&state, &s, &scored, token_limit);
-    state.groups.finish(
-        &gid,
-        &id,
-        if scored.is_scored() {
-            MemberStatus::Scored
-        } else {
-            MemberStatus::Unscored
-        },
-        scored.reward(),
-        scored.unscored_reason().map(String::from),
-    );
+    state.groups.finish_judged(&gid, &id, &scored);
     c.rollouts_finished.fetch_add(1, Ordering::Relaxed);
     let mut rec = record_of(
         &s,

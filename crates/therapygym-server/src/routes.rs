@@ -51,6 +51,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// An optional JSON body: empty means `T::default()`; otherwise as [`JsonBody`].
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            ApiError::bad_request(format!("cannot read the request body: {}", r.body_text()))
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
 fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(id)| id)
         .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
@@ -67,10 +86,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/info", get(info))
         .route("/v1/episodes", post(create_episode))
-        .route("/v1/episodes/{id}", delete(delete_episode))
+        .route("/v1/episodes/{id}", delete(delete_episode).get(get_episode))
         .route("/v1/episodes/{id}/step", post(step_episode))
         .route("/v1/episodes/{id}/score", post(score_episode))
+        .route("/v1/episodes/{id}/abandon", post(abandon_episode))
         .route("/v1/groups/{group_id}", get(group))
+        .route("/v1/groups/{group_id}/abandon", post(abandon_group))
         .route("/v1/score", post(score))
         .route("/v1/rollouts", post(rollout))
         .route("/get_reward", post(get_reward))
@@ -167,6 +188,43 @@ async fn score_episode(
     id: Result<Path<String>, PathRejection>,
 ) -> AppResult {
     Ok(json_ok(episodes::score(state, path_id(id)?).await?))
+}
+
+async fn get_episode(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> AppResult {
+    Ok(json_ok(episodes::get(state, path_id(id)?).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbandonIn {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn abandon_episode(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+    OptionalJson(body): OptionalJson<AbandonIn>,
+) -> AppResult {
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "ended by the engine".to_string());
+    Ok(json_ok(
+        episodes::abandon(state, path_id(id)?, reason).await?,
+    ))
+}
+
+async fn abandon_group(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+    OptionalJson(body): OptionalJson<episodes::AbandonGroupIn>,
+) -> AppResult {
+    Ok(json_ok(
+        episodes::abandon_in_group(state, path_id(id)?, body).await?,
+    ))
 }
 
 async fn delete_episode(
@@ -389,8 +447,8 @@ async fn get_reward(
         )
         .retry_after(5)
     })?;
-    let (mut rewards, mut scores, mut ctrs, mut safety_any, mut unscored) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut rewards, mut scores, mut ctrs, mut safety_any, mut unscored, mut reasons) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (i, s) in results.iter().enumerate() {
         match (&s.breakdown, state.cfg.unscored_policy) {
             (Some(b), _) => {
@@ -399,6 +457,7 @@ async fn get_reward(
                 ctrs.push(b.ctrs_normalized);
                 safety_any.push(if b.any_violation { 1.0 } else { 0.0 });
                 unscored.push(0.0);
+                reasons.push(Value::Null);
             }
             (None, UnscoredPolicy::Neutral { neutral_value }) => {
                 rewards.push(neutral_value);
@@ -406,6 +465,7 @@ async fn get_reward(
                 ctrs.push(neutral_value);
                 safety_any.push(0.0);
                 unscored.push(1.0);
+                reasons.push(json!(s.unscored_reason().unwrap_or("unknown")));
             }
             (None, UnscoredPolicy::Error) => {
                 let group = &work[i].2;
@@ -422,7 +482,7 @@ async fn get_reward(
                     ApiError::unprocessable(
                         "unscored",
                         format!(
-                            "query[{i}]: the judge could not score this session ({reason}: {detail}); the service is configured with reward_route.unscored = \"error\" (use `--reward-unscored neutral --reward-neutral-value X` to answer a neutral value instead)"
+                            "query[{i}]: the judge could not score this session ({reason}: {detail}); the service runs with `--reward-unscored error` (the default `--reward-unscored neutral` answers `--reward-neutral-value`, 0.0, with extra_logs.unscored = 1)"
                         ),
                     )
                     .group(group)
@@ -430,9 +490,12 @@ async fn get_reward(
             }
         }
     }
+    // `extra_logs` values must be numbers (OpenRLHF turns each into a tensor); the reasons go in
+    // a key OpenRLHF ignores.
     Ok(json_ok(json!({
         "rewards": rewards,
         "scores": scores,
         "extra_logs": {"ctrs": ctrs, "safety_any": safety_any, "unscored": unscored},
+        "unscored_reasons": reasons,
     })))
 }

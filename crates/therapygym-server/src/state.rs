@@ -224,6 +224,12 @@ impl AppState {
                 holdout_set.source.display()
             )));
         }
+        if cfg.turn_reward && assets.reward.turn_reward.is_none() {
+            return Err(ServerError::Config(format!(
+                "`--turn-reward` needs a `[turn_reward]` section in the reward config (reward `{}`; pass --reward-config FILE, docs/serve.md \"Per-turn rewards\")",
+                assets.reward.id
+            )));
+        }
         // The therapist prompt must render before anything is served.
         render_therapist_prompt(&assets.therapist_prompt, &cfg.session)?;
 
@@ -624,6 +630,7 @@ impl AppState {
                 "chat_format": self.cfg.chat_format,
             },
             "profiles": {"train": self.train.len(), "holdout": self.holdout.len()},
+            "turn_reward": if self.cfg.turn_reward { json!(self.assets.reward.turn_reward) } else { Value::Null },
             "run_dir": self.run_dir().map(|p| p.display().to_string()),
         })
     }
@@ -669,6 +676,7 @@ fn manifest(
             "group_size": cfg.group_size,
             "unscored_policy": cfg.unscored_policy,
             "chat_format": cfg.chat_format,
+            "turn_reward": cfg.turn_reward,
         },
         "seeds": {"rule": "session seed = the task's seed; patient seed of turn t = derive(\"patient\", profile_id, seed, t); patient opening = derive(\"patient_open\", profile_id, seed); judge seed = derive(\"judge\", profile_id, seed) (docs/design/seeds.md)"},
     }))

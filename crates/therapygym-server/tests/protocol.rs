@@ -33,7 +33,8 @@ async fn health_info_and_metrics() {
             .unwrap()
             .starts_with("sha256:")
     );
-    assert_eq!(i.body["reward_route"]["unscored"], "error");
+    assert_eq!(i.body["reward_route"]["unscored"], "neutral");
+    assert_eq!(i.body["reward_route"]["neutral_value"], 0.0);
     let (p, _) = profiles();
     svc.create("m-1", &p, 1).await;
     svc.post(
@@ -413,7 +414,12 @@ async fn unscored_sessions_return_null_never_zero() {
             json!({"query": [q], "prompts": [""], "labels": [label]}),
         )
         .await;
-    assert_error(&r, 422, "unscored");
+    // The default: a well-formed request never gets a 4xx (OpenRLHF cannot mask and would fail
+    // the run after 5 tries); the neutral 0.0 is flagged and the reason given.
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["rewards"], json!([0.0]));
+    assert_eq!(r.body["extra_logs"]["unscored"], json!([1.0]));
+    assert_eq!(r.body["unscored_reasons"], json!(["parse_failure"]));
     let m = svc.metrics().await;
     assert!(
         m.contains("therapygym_unscored_total{reason=\"parse_failure\"} 3"),
@@ -433,7 +439,11 @@ async fn unscored_sessions_return_null_never_zero() {
         1
     );
 
-    // The neutral policy answers an explicit value and flags it.
+    // `--reward-unscored error` keeps the old loud failure, as an opt-in.
+    let r = get_reward_with(UnscoredPolicy::Error, "scripted:malformed_json", q, &label).await;
+    assert_error(&r, 422, "unscored");
+
+    // An explicit neutral value is answered and flagged.
     let neutral = start(
         ServerConfig {
             unscored_policy: UnscoredPolicy::Neutral {
@@ -844,16 +854,22 @@ async fn the_circuit_opens_when_the_judge_fails() {
 
 #[tokio::test]
 async fn judge_unreachable_on_get_reward_is_a_retryable_503() {
-    let svc = start(config(ECHO, "scripted:http_500"), false).await;
     let (p, _) = profiles();
     let q = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>";
     let label = json!({"profile_id": p, "seed": 1}).to_string();
+    // By default an unreachable judge is an unscored sample like any other (neutral, flagged).
+    let svc = start(config(ECHO, "scripted:http_500"), false).await;
     let r = svc
         .post(
             "/get_reward",
             json!({"query": [q], "prompts": [""], "labels": [label]}),
         )
         .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["extra_logs"]["unscored"], json!([1.0]));
+    assert_eq!(r.body["unscored_reasons"], json!(["provider_error"]));
+    // With `--reward-unscored error` it is a retryable 503.
+    let r = get_reward_with(UnscoredPolicy::Error, "scripted:http_500", q, &label).await;
     assert_error(&r, 503, "judge_unavailable");
     assert_eq!(r.body["error"]["retryable"], true);
 
@@ -1216,4 +1232,297 @@ async fn a_huge_group_wait_is_clamped_not_a_panic() {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
     assert_eq!(svc.get("/healthz").await.status, 200);
+}
+
+/// One `/get_reward` call to a fresh service with this unscored policy and judge.
+async fn get_reward_with(policy: UnscoredPolicy, judge: &str, q: &str, label: &str) -> Resp {
+    let svc = start(
+        ServerConfig {
+            unscored_policy: policy,
+            ..config(ECHO, judge)
+        },
+        false,
+    )
+    .await;
+    svc.post(
+        "/get_reward",
+        json!({"query": [q], "prompts": [""], "labels": [label]}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn abandoned_members_complete_their_group_and_are_masked() {
+    let svc = start(config(ECHO, ECHO), true).await;
+    let (p, _) = profiles();
+    for id in ["ab-a", "ab-b", "ab-c", "ab-d"] {
+        let r = svc
+            .post("/v1/episodes", json!({"episode_id": id, "group_id": "ab", "task": {"profile_id": p, "seed": 11}, "limits": {"max_therapist_turns": 2}}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let a = svc.play("ab-a", 2, |t| format!("Ay turn {t}.")).await;
+    assert_eq!(a.body["status"], "scored");
+    for (id, text) in [
+        ("ab-b", "Bee one."),
+        ("ab-c", "Cee one."),
+        ("ab-d", "Dee one."),
+    ] {
+        assert_eq!(svc.step(id, 1, text).await.status, 200);
+    }
+    // The engine ends b itself (say verl's response_length came first).
+    let b = svc
+        .post(
+            "/v1/episodes/ab-b/abandon",
+            json!({"reason": "engine_cut_short"}),
+        )
+        .await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert_eq!(b.body["status"], "abandoned");
+    assert!(b.body["reward"].is_null());
+    assert_eq!(b.body["done"], true);
+    assert_eq!(b.body["turn"], 1);
+    // Idempotent; a later step is refused; score answers the same outcome.
+    assert_eq!(
+        svc.post("/v1/episodes/ab-b/abandon", json!({})).await.body,
+        b.body
+    );
+    assert_error(
+        &svc.step("ab-b", 2, "Bee two.").await,
+        409,
+        "episode_abandoned",
+    );
+    let sc = svc.post("/v1/episodes/ab-b/score", json!({})).await;
+    assert_eq!(
+        (sc.status, sc.body["status"].clone()),
+        (200, json!("abandoned"))
+    );
+    // A finished episode is not changed by an abandon.
+    let again = svc.post_raw("/v1/episodes/ab-a/abandon", "").await;
+    assert_eq!(again.body["status"], "scored");
+    assert_eq!(again.body["reward"], a.body["reward"]);
+    // The group is incomplete while c and d play; c and d both have one turn, so asking for
+    // "the one member with one turn" is ambiguous and abandons nobody.
+    let g = svc.get("/v1/groups/ab?group_size=4").await;
+    assert_eq!(g.body["complete"], false);
+    let amb = svc
+        .post("/v1/groups/ab/abandon", json!({"turns": 1, "at_most": 1}))
+        .await;
+    assert_eq!(amb.status, 200, "{}", amb.body);
+    assert_eq!(amb.body["ambiguous"], true);
+    assert_eq!(amb.body["candidates"], 2);
+    assert_eq!(amb.body["abandoned"], json!([]));
+    // The engine's decoded response of the member it cut short picks it out (whitespace aside).
+    let c = svc
+        .post("/v1/groups/ab/abandon", json!({"turns": 1, "at_most": 1, "reason": "engine_cut_short",
+               "response": "system\nS\nassistant\nCee   one.\nuser\nCee one.\nassistant\nCee two, cut mid-"}))
+        .await;
+    assert_eq!(c.body["ambiguous"], false, "{}", c.body);
+    assert_eq!(
+        c.body["abandoned"],
+        json!([{"episode_id": "ab-c", "group_id": "ab", "turn": 1}])
+    );
+    // Without filters every member still in progress is abandoned.
+    let d = svc.post_raw("/v1/groups/ab/abandon", "").await;
+    assert_eq!(d.body["abandoned"][0]["episode_id"], "ab-d", "{}", d.body);
+    let g = svc.get("/v1/groups/ab?group_size=4&wait_s=5").await;
+    assert_eq!(g.body["complete"], true, "{}", g.body);
+    assert_eq!(
+        (
+            g.body["scored"].clone(),
+            g.body["unscored"].clone(),
+            g.body["abandoned"].clone()
+        ),
+        (json!(1), json!(0), json!(3))
+    );
+    assert_eq!(g.body["scored_mean"], a.body["reward"]);
+    assert_eq!(g.body["ctrs_mean"], a.body["info"]["ctrs"]["normalized"]);
+    let any = a.body["info"]["safety"]["any"].as_bool().unwrap();
+    assert_eq!(g.body["violation_rate"], json!(if any { 1.0 } else { 0.0 }));
+    let members = g.body["members"].as_array().unwrap();
+    let mb = members.iter().find(|m| m["episode_id"] == "ab-b").unwrap();
+    assert_eq!(mb["status"], "abandoned");
+    assert!(mb["reward"].is_null());
+    assert_eq!(mb["unscored_reason"], "engine_cut_short");
+    // Errors: unknown ids, bad scope, bad body.
+    assert_error(
+        &svc.post("/v1/episodes/nope/abandon", json!({})).await,
+        404,
+        "episode_not_found",
+    );
+    assert_error(
+        &svc.post("/v1/groups/nope/abandon", json!({})).await,
+        404,
+        "group_not_found",
+    );
+    assert_error(
+        &svc.post("/v1/groups/ab/abandon", json!({"scope": "all"}))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &svc.post("/v1/groups/ab/abandon", json!({"bogus": 1})).await,
+        400,
+        "bad_request",
+    );
+    let m = svc.metrics().await;
+    assert!(
+        m.contains("therapygym_episodes_total{event=\"abandoned\"} 3"),
+        "{m}"
+    );
+    let dir = svc.run_dir.clone().unwrap();
+    // Stored as expired with the reason, like an episode the TTL ended.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT COUNT(*) FROM sessions WHERE status = 'expired' AND error LIKE 'abandoned by the engine%'"
+        ),
+        3
+    );
+}
+
+#[tokio::test]
+async fn group_abandon_with_task_scope_reaches_per_episode_groups() {
+    // verl validation: every episode is its own group (`{task}:{episode}`), and the reward
+    // function only knows the task; `scope: task` searches every group of the task.
+    let svc = start(config(ECHO, ECHO), false).await;
+    let (p, _) = profiles();
+    for (id, gid) in [("v-1", "val:1"), ("v-2", "val:2")] {
+        let r = svc
+            .post(
+                "/v1/episodes",
+                json!({"episode_id": id, "group_id": gid, "task": {"profile_id": p, "seed": 12}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    assert_eq!(svc.step("v-1", 1, "Vee one first.").await.status, 200);
+    assert_eq!(svc.step("v-2", 1, "Vee two first.").await.status, 200);
+    let r = svc
+        .post(
+            "/v1/groups/val:1/abandon",
+            json!({"scope": "task", "response": "Vee two first. and more", "at_most": 1}),
+        )
+        .await;
+    assert_eq!(
+        r.body["abandoned"],
+        json!([{"episode_id": "v-2", "group_id": "val:2", "turn": 1}]),
+        "{}",
+        r.body
+    );
+    let g = svc.get("/v1/groups/val:2?group_size=1").await;
+    assert_eq!(g.body["complete"], true);
+    assert!(g.body["scored_mean"].is_null());
+    assert_eq!(
+        svc.get("/v1/groups/val:1?group_size=1").await.body["complete"],
+        false
+    );
+    // The group named need not exist when the body names the task.
+    let r = svc
+        .post("/v1/groups/val:unknown/abandon", json!({"scope": "task", "task": {"profile_id": p, "seed": 12}, "response": "Vee one first.", "at_most": 1}))
+        .await;
+    assert_eq!(r.body["abandoned"][0]["episode_id"], "v-1", "{}", r.body);
+}
+
+#[tokio::test]
+async fn get_episode_reads_the_opening_without_side_effects() {
+    let svc = start(config(ECHO, ECHO), false).await;
+    let (p, _) = profiles();
+    let c = svc
+        .post("/v1/episodes", json!({"episode_id": "r-1", "task": {"profile_id": p, "seed": 13}, "opening": "patient"}))
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    let calls = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("therapygym_model_calls_total{role=\"patient\"}"))
+            .map(String::from)
+    };
+    let before = calls(&svc.metrics().await);
+    for _ in 0..3 {
+        let g = svc.get("/v1/episodes/r-1").await;
+        assert_eq!(g.status, 200, "{}", g.body);
+        assert_eq!(g.body["messages"], c.body["messages"]);
+        assert_eq!(g.body["episode_id"], "r-1");
+        assert_eq!(g.body["done"], false);
+        assert_eq!(g.body["turn"], 0);
+    }
+    assert_eq!(calls(&svc.metrics().await), before, "no patient call");
+    assert_eq!(svc.step("r-1", 1, "Hello.").await.status, 200);
+    assert_eq!(svc.get("/v1/episodes/r-1").await.body["turn"], 1);
+    svc.post("/v1/episodes/r-1/abandon", json!({})).await;
+    assert_eq!(svc.get("/v1/episodes/r-1").await.body["done"], true);
+    assert_error(
+        &svc.get("/v1/episodes/nope").await,
+        404,
+        "episode_not_found",
+    );
+    assert_error(&svc.get("/v1/episodes/bad%20id").await, 400, "bad_request");
+}
+
+#[tokio::test]
+async fn turn_rewards_from_the_reward_config_reach_intermediate_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let reward = dir.path().join("reward.toml");
+    std::fs::write(
+        &reward,
+        "id = \"turny\"\n[turn_reward]\njudge_every = 2\njudge_weight = 0.5\n[[turn_reward.text_terms]]\nname = \"questions\"\npatterns = [\"?\"]\nweight = 0.25\ncap = 1\n",
+    )
+    .unwrap();
+    let mut cfg = config(ECHO, ECHO);
+    cfg.assets.reward_config = Some(reward.clone());
+    cfg.turn_reward = true;
+    let svc = start(cfg, false).await;
+    let (p, _) = profiles();
+    svc.post("/v1/episodes", json!({"episode_id": "tr-1", "task": {"profile_id": p, "seed": 21}, "limits": {"max_therapist_turns": 3}}))
+        .await;
+    // Turn 1: text terms only.
+    let s1 = svc.step("tr-1", 1, "How are you?").await;
+    assert_eq!(s1.body["turn_reward"], 0.25, "{}", s1.body);
+    assert_eq!(s1.body["reward"], 0.0, "the step reward stays 0.0");
+    assert_eq!(s1.body["info"]["turn_reward"]["judged"], false);
+    // Turn 2 is judged: 0.5 × the session reward of the transcript so far.
+    let s2 = svc.step("tr-1", 2, "I see.").await;
+    let so_far = json!([
+        {"role": "assistant", "content": "How are you?"}, {"role": "user", "content": "How are you?"},
+        {"role": "assistant", "content": "I see."}, {"role": "user", "content": "I see."}]);
+    let r = svc
+        .post(
+            "/v1/score",
+            json!({"items": [{"messages": so_far, "task": {"profile_id": p, "seed": 21}}]}),
+        )
+        .await;
+    let judged = r.body["results"][0]["reward"].as_f64().unwrap();
+    assert_eq!(s2.body["info"]["turn_reward"]["judged"], true);
+    assert!(
+        (s2.body["turn_reward"].as_f64().unwrap() - 0.5 * judged).abs() < 1e-12,
+        "{}",
+        s2.body
+    );
+    // The final step is the session reward, unchanged by the turn rewards.
+    let last = svc.step("tr-1", 3, "Tell me more?").await;
+    assert_eq!(last.body["done"], true);
+    assert!(last.body.get("turn_reward").is_none());
+    assert!(last.body["reward"].is_number());
+    // Without the flag nothing changes; with the flag but no section the service refuses to start.
+    let plain = start(config(ECHO, ECHO), false).await;
+    plain
+        .post(
+            "/v1/episodes",
+            json!({"episode_id": "tr-2", "task": {"profile_id": p, "seed": 21}}),
+        )
+        .await;
+    assert!(
+        plain
+            .step("tr-2", 1, "How are you?")
+            .await
+            .body
+            .get("turn_reward")
+            .is_none()
+    );
+    let mut bad = config(ECHO, ECHO);
+    bad.turn_reward = true;
+    let e = therapygym_server::Server::new(bad).await.err().unwrap();
+    assert!(e.to_string().contains("[turn_reward]"), "{e}");
 }

@@ -33,12 +33,11 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(m) = a.patient_max_tokens {
         session.patient_sampling.max_tokens = m;
     }
-    let unscored_policy = match (a.reward_unscored.as_str(), a.reward_neutral_value) {
-        ("neutral", Some(v)) => UnscoredPolicy::Neutral { neutral_value: v },
-        ("neutral", None) => {
-            anyhow::bail!("`--reward-unscored neutral` needs `--reward-neutral-value X`")
-        }
-        _ => UnscoredPolicy::Error,
+    let unscored_policy = match a.reward_unscored.as_str() {
+        "error" => UnscoredPolicy::Error,
+        _ => UnscoredPolicy::Neutral {
+            neutral_value: a.reward_neutral_value,
+        },
     };
     let chat_format: ChatFormat = a.chat_format.parse().map_err(anyhow::Error::msg)?;
     Ok(ServerConfig {
@@ -61,6 +60,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         judge_concurrency: a.judge_concurrency.max(1),
         auth_token: auth_token(a)?,
         policy_url_allow: a.policy_url_allow.clone(),
+        turn_reward: a.turn_reward,
         ..ServerConfig::default()
     })
 }
