@@ -15,6 +15,9 @@ pub mod taxonomy;
 pub mod transcript;
 pub mod vocab;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{DataError, Location};
 pub use judgment::{ItemScore, Judgment, LabelFlag, UnscoredReason, Verdict};
 pub use profile::{Profile, ProfileSet, RiskCue, load_profiles, parse_profile_value};
