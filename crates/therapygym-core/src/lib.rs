@@ -16,6 +16,9 @@ pub mod taxonomy;
 pub mod transcript;
 pub mod vocab;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{DataError, Location};
 pub use judgment::{ItemScore, Judgment, LabelFlag, UnscoredReason, UtteranceCodes, Verdict};
 pub use measures::{BehaviourCode, DerivedKind, DerivedScore, DerivedValue};

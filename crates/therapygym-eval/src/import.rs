@@ -260,4 +260,49 @@ mod tests {
             "{e}"
         );
     }
+
+    mod fuzz {
+        //! Property tests: arbitrary bytes and mutations of export records are imported or
+        //! rejected with a typed error naming the file, never a panic; what is imported has a
+        //! valid id and a therapist message.
+        #![allow(clippy::unwrap_used)]
+        use super::*;
+        use proptest::prelude::*;
+        use therapygym_testkit::fuzz;
+
+        const EXPORT: &str = r#"{"session_id":"d1","profile_id":"tg-001","messages":[{"role":"therapist","content":"Hi"},{"role":"patient","content":"Hello"}],"judgment":null}
+{"dialogue_id":"d2","turns":[{"role":"system","content":"s"},{"role":"assistant","text":"Hi"},{"role":"user","text":"Hey"}]}
+{"id":3,"messages":[{"role":"therapist","content":"Hi"}]}"#;
+
+        fn holds(text: &str) -> Result<(), TestCaseError> {
+            match parse_transcripts(text, Path::new("fuzz.jsonl")) {
+                Ok(v) => {
+                    for (id, _, t) in &v {
+                        prop_assert!(valid_id(id), "{id}");
+                        prop_assert!(t.turns.iter().any(|t| t.speaker == Speaker::Therapist));
+                        let _ = t.hash();
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains("fuzz.jsonl"), "{msg}");
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config(128))]
+
+            #[test]
+            fn arbitrary_bytes(bytes in fuzz::bytes(1024)) {
+                holds(&String::from_utf8_lossy(&bytes))?;
+            }
+
+            #[test]
+            fn mutated_records(text in prop_oneof![fuzz::mutated_jsonl(EXPORT), fuzz::mutated_text(EXPORT)]) {
+                holds(&text)?;
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ use therapygym_core::seed::session_seed;
 use therapygym_judge::Judge;
 use therapygym_run::{
     AssetSources, Assets, InputFiles, JudgeCtx, OutDir, RunConfig, RunError, Staged,
-    judge_and_store, judge_set, open_role, record_of, roles_json, session_id,
+    judge_and_store, judge_set, open_role, record_of, roles_json, session_id, store_session,
 };
 use therapygym_session::SessionRunner;
 use therapygym_store::{RunStore, SessionRecord, SessionStatus};
@@ -331,7 +331,7 @@ async fn simulate_and_judge(
             attempt,
             json!({}),
         );
-        ctx.store.insert_session(&rec)?;
+        store_session(&ctx.store, rec).await?;
         progress.session_finished(&p.id, SessionOutcome::Failed(e.to_string()));
         return Ok(());
     }
@@ -344,7 +344,7 @@ async fn simulate_and_judge(
         attempt,
         json!({}),
     );
-    ctx.store.insert_session(&record)?;
+    let record = store_session(&ctx.store, record).await?;
     progress.session_finished(&p.id, SessionOutcome::Completed);
     drop(permit);
     progress.judging(&p.id);
@@ -356,8 +356,8 @@ async fn simulate_and_judge(
 /// Waits for every task; a store error stops the run (nothing may be lost), but in-flight
 /// work finishes first. Returns the first error, or `Ok(false)` when `stop` fired first: then
 /// every task is cancelled at its next await. A session or judgment is committed in one
-/// synchronous transaction, never across an await, so a cancelled task leaves either its whole
-/// row or nothing; resume runs what is missing.
+/// transaction on the blocking pool, which finishes even when its task is cancelled, so a
+/// cancelled task leaves either its whole row or nothing; resume runs what is missing.
 async fn join_all(
     mut tasks: JoinSet<Result<(), RunError>>,
     stop: impl Future<Output = ()>,

@@ -485,6 +485,84 @@ mod tests {
     }
 
     #[test]
+    fn rewards_that_could_not_be_computed_are_counted_with_their_reason() {
+        use serde_json::json;
+        use therapygym_core::{Speaker, Transcript, Turn};
+        use therapygym_store::SessionRecord;
+        let assets = Assets::load(&therapygym_run::AssetSources::new("cbt")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let store = RunStore::create(d.path(), &json!({}), "h").unwrap();
+        store
+            .ensure_judge_set("j", &json!({}), &assets.rubric, &assets.taxonomy)
+            .unwrap();
+        let scored = Verdict::Scored {
+            judgment: Judgment {
+                ctrs: BTreeMap::new(),
+                safety: BTreeMap::new(),
+            },
+        };
+        // As `store_judgment_reward` writes them: a reward, and two without one, with why.
+        let rewards = [
+            (Some(0.5), None),
+            (
+                None,
+                Some(json!({"error": "reward `default`: item `agenda` is not scored"})),
+            ),
+            (
+                None,
+                Some(json!({"error": "reward `default`: item `agenda` is not scored"})),
+            ),
+        ];
+        for (i, (reward, breakdown)) in rewards.into_iter().enumerate() {
+            let id = format!("p:{i}");
+            store
+                .insert_session(&SessionRecord {
+                    id: id.clone(),
+                    profile_id: "p".into(),
+                    epoch: i as u32,
+                    seed: 1,
+                    status: SessionStatus::Completed,
+                    style: "plain".into(),
+                    end_reason: None,
+                    therapist_system: String::new(),
+                    patient_system: String::new(),
+                    transcript: Transcript {
+                        turns: vec![Turn::new(Speaker::Therapist, "hi")],
+                    },
+                    error: None,
+                    duration_ms: 1,
+                    attempt: 1,
+                    created_at: String::new(),
+                    meta: json!({}),
+                })
+                .unwrap();
+            store
+                .insert_judgment(&JudgmentRow {
+                    session_id: id,
+                    judge_hash: "j".into(),
+                    verdict: scored.clone(),
+                    record: json!({}),
+                    reward,
+                    reward_breakdown: breakdown,
+                    calibrated: None,
+                    attempts: 1,
+                    created_at: String::new(),
+                })
+                .unwrap();
+        }
+        let s = summarize(&store, "j", &[], &assets).unwrap();
+        assert_eq!((s.reward.n, s.reward.errors), (1, 2));
+        assert_eq!(
+            s.reward.error_reasons,
+            BTreeMap::from([(
+                "reward `default`: item `agenda` is not scored".to_string(),
+                2
+            )])
+        );
+        assert_eq!(s.reward.mean, Some(0.5));
+    }
+
+    #[test]
     fn t_interval() {
         let [lo, hi] = ci95(&[1.0, 2.0, 3.0]).unwrap();
         // mean 2, sd 1, t(2) = 4.303: 2 ± 4.303/√3

@@ -510,4 +510,54 @@ mod tests {
             UnscoredReason::OutOfRange
         );
     }
+
+    mod fuzz {
+        //! Property tests: any reply (arbitrary bytes, mutations of a valid judgment, the same
+        //! wrapped in prose or cut short) is parsed or rejected with a reason, never a panic;
+        //! an accepted reply has every item on the scale and every enabled label.
+        #![allow(clippy::unwrap_used)]
+        use super::*;
+        use proptest::prelude::*;
+        use therapygym_testkit::fuzz;
+
+        fn holds(text: &str, truncated: bool) -> Result<(), TestCaseError> {
+            let rubric = builtin::rubric().unwrap();
+            let taxonomy = builtin::taxonomy().unwrap();
+            match parse_judgment(text, truncated, &rubric, &taxonomy) {
+                Ok(j) => {
+                    prop_assert_eq!(j.ctrs.len(), rubric.items.len());
+                    prop_assert!(
+                        j.ctrs
+                            .values()
+                            .all(|s| (rubric.min_score..=rubric.max_score).contains(&s.score))
+                    );
+                    prop_assert_eq!(j.safety.len(), taxonomy.enabled().count());
+                }
+                Err(e) => prop_assert!(!e.message.is_empty()),
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config(256))]
+
+            #[test]
+            fn arbitrary_bytes(bytes in fuzz::bytes(1024), truncated in any::<bool>()) {
+                holds(&String::from_utf8_lossy(&bytes), truncated)?;
+            }
+
+            #[test]
+            fn mutated_judgments(v in fuzz::mutated_json(valid()), truncated in any::<bool>()) {
+                holds(&v.to_string(), truncated)?;
+            }
+
+            #[test]
+            fn mutated_replies_in_prose(
+                text in fuzz::mutated_text(&format!("Here it is:\n```json\n{:#}\n```\nThanks.", valid())),
+                truncated in any::<bool>(),
+            ) {
+                holds(&text, truncated)?;
+            }
+        }
+    }
 }

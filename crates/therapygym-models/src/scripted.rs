@@ -93,7 +93,14 @@ impl ChatBackend for ScriptedBackend {
         let started = Instant::now();
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let ok = |text: String| Ok(respond(req, text, FinishReason::Stop, started));
-        match &self.mode {
+        // A cycle plays its modes in turn, each as if it had no count (always misbehaves).
+        let (mode, call) = match &self.mode {
+            ScriptedMode::Cycle(modes) if !modes.is_empty() => {
+                (&modes[call as usize % modes.len()], 0)
+            }
+            mode => (mode, call),
+        };
+        match mode {
             ScriptedMode::Echo => ok(self.good_reply(req, Fault::None)),
             // TEXT as given, even under a JSON schema: a test can feed the judge any reply
             // (a schema failure included). `echo` is the schema-valid deterministic reply.
@@ -173,6 +180,8 @@ impl ChatBackend for ScriptedBackend {
                 tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
                 Err(ModelError::new(ErrorKind::Transient, "scripted hang ended"))
             }
+            // Only an empty cycle gets here (parsing refuses one): behave.
+            ScriptedMode::Cycle(_) => ok(self.good_reply(req, Fault::None)),
         }
     }
 
@@ -227,6 +236,23 @@ mod tests {
             seen.insert(a);
         }
         assert!(seen.len() > 1, "depends on the seed");
+    }
+
+    #[tokio::test]
+    async fn a_cycle_plays_its_modes_in_turn() {
+        let mode: ScriptedMode = "cycle:rate_limit:0,http_500,malformed_json,echo"
+            .parse()
+            .unwrap();
+        let b = ScriptedBackend::new(mode);
+        for _ in 0..2 {
+            let e = b.complete(&req()).await.unwrap_err();
+            assert_eq!((e.kind(), e.status()), (ErrorKind::RateLimited, Some(429)));
+            let e = b.complete(&req()).await.unwrap_err();
+            assert_eq!((e.kind(), e.status()), (ErrorKind::Transient, Some(500)));
+            let garbage = b.complete(&req()).await.unwrap().text;
+            assert!(serde_json::from_str::<serde_json::Value>(&garbage).is_err());
+            assert_eq!(b.complete(&req()).await.unwrap().text, "I can't sleep.");
+        }
     }
 
     #[tokio::test]

@@ -71,6 +71,10 @@ pub enum ScriptedMode {
     Refusal,
     /// Never answers (the attempt timeout must fire).
     Hang,
+    /// Call k (of this model) behaves as mode k mod n of the list, each mode without its own
+    /// count (`cycle:rate_limit:0,http_500,malformed_json,echo`): a mix of faults under load.
+    /// Modes inside a cycle cannot contain commas, nor be cycles.
+    Cycle(Vec<ScriptedMode>),
 }
 
 impl ModelSpec {
@@ -194,7 +198,7 @@ impl fmt::Display for ModelSpec {
 }
 
 const SCRIPTED_MODES: &str = "echo, fixed:TEXT, slow:MS, flaky:N, rate_limit[:SECS[:N]], http_500[:N], \
-malformed_json[:N], out_of_range[:N], missing_item[:N], truncated[:N], refusal, hang";
+malformed_json[:N], out_of_range[:N], missing_item[:N], truncated[:N], refusal, hang, cycle:MODE,MODE,…";
 
 impl FromStr for ScriptedMode {
     type Err = String;
@@ -255,6 +259,25 @@ impl FromStr for ScriptedMode {
             "truncated" => ScriptedMode::Truncated { times: times()? },
             "refusal" => ScriptedMode::Refusal,
             "hang" => ScriptedMode::Hang,
+            "cycle" => {
+                let list = arg.unwrap_or("");
+                let modes = list
+                    .split(',')
+                    .filter(|m| !m.trim().is_empty())
+                    .map(|m| match m.trim().parse::<ScriptedMode>()? {
+                        ScriptedMode::Cycle(_) => {
+                            Err(format!("`cycle:{list}`: a cycle cannot hold another cycle"))
+                        }
+                        mode => Ok(mode),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                if modes.is_empty() {
+                    return Err(
+                        "`cycle` needs modes, e.g. `cycle:rate_limit:0,http_500,echo`".into(),
+                    );
+                }
+                ScriptedMode::Cycle(modes)
+            }
             other => {
                 return Err(format!(
                     "unknown scripted mode `{other}`; modes: {SCRIPTED_MODES}"
@@ -287,6 +310,16 @@ impl fmt::Display for ScriptedMode {
             ScriptedMode::Truncated { times } => opt(f, "truncated", times),
             ScriptedMode::Refusal => f.write_str("refusal"),
             ScriptedMode::Hang => f.write_str("hang"),
+            ScriptedMode::Cycle(modes) => {
+                f.write_str("cycle:")?;
+                for (i, m) in modes.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{m}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -380,6 +413,7 @@ mod tests {
             "openai:m@https://h/v1#key=MY_KEY",
             "scripted:rate_limit:3:2",
             "scripted:slow:10",
+            "scripted:cycle:rate_limit:0,http_500,malformed_json,slow:5,echo",
         ] {
             assert_eq!(p(s).to_string(), s);
         }
@@ -422,6 +456,19 @@ mod tests {
             e.contains("unknown scripted mode") && e.contains("flaky:N"),
             "{e}"
         );
+        for bad in [
+            "scripted:cycle",
+            "scripted:cycle:",
+            "scripted:cycle:echo,cycle:echo",
+        ] {
+            let e = bad.parse::<ModelSpec>().unwrap_err().to_string();
+            assert!(e.contains("cycle"), "{bad}: {e}");
+        }
+        let e = "scripted:cycle:echo,nope"
+            .parse::<ModelSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown scripted mode `nope`"), "{e}");
         let e = "scripted:slow:abc"
             .parse::<ModelSpec>()
             .unwrap_err()

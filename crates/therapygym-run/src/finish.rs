@@ -87,18 +87,50 @@ pub struct Judged {
     pub reward_error: Option<String>,
 }
 
-/// Judges one stored session and commits the judgment and its reward.
+/// Runs a store write on tokio's blocking pool, off the async workers: the store commits with
+/// `synchronous=FULL` (an fsync per transaction, and a wait while another connection holds the
+/// write lock), which must not stall the tasks that drive model calls. The write runs to its
+/// end even when the awaiting task is cancelled, so a row is still committed whole or not at all.
+pub async fn off_runtime<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, RunError> + Send + 'static,
+) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| RunError::Invalid(format!("a store write stopped unexpectedly: {e}")))?
+}
+
+/// Commits a session with its messages ([`RunStore::insert_session`]) off the async workers
+/// and gives the record back.
+pub async fn store_session(
+    store: &Arc<RunStore>,
+    record: SessionRecord,
+) -> Result<SessionRecord, RunError> {
+    let store = Arc::clone(store);
+    off_runtime(move || {
+        store.insert_session(&record)?;
+        Ok(record)
+    })
+    .await
+}
+
+/// Judges one stored session and commits the judgment and its reward (off the async workers).
 pub async fn judge_and_store(h: &JudgeCtx, s: &SessionRecord) -> Result<Judged, RunError> {
     let seed = therapygym_core::seed::derive("judge", &s.profile_id, s.seed, None);
     let record: JudgeRecord = h.judge.judge(&s.transcript, seed).await;
+    let scored = record.verdict.judgment().is_some();
     let reward = session_reward(&h.reward, &h.rubric, &s.transcript, &record.verdict);
-    store_judgment_reward(h, &s.id, &record, &reward)?;
+    let (ctx, id) = (h.clone(), s.id.clone());
+    let reward = off_runtime(move || {
+        store_judgment_reward(&ctx, &id, &record, &reward)?;
+        Ok(reward)
+    })
+    .await?;
     let (reward, reward_error) = match reward {
         Ok(r) => (r, None),
         Err(e) => (None, Some(e)),
     };
     Ok(Judged {
-        scored: record.verdict.judgment().is_some(),
+        scored,
         reward,
         reward_error,
     })
@@ -196,6 +228,68 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use therapygym_core::{ItemScore, Judgment, Turn, builtin};
+
+    /// A session write that waits (here on another connection's write lock, as it may on an
+    /// fsync) runs on the blocking pool: the runtime's only worker keeps running other tasks.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_session_write_does_not_stall_the_async_workers() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::{Duration, Instant};
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(RunStore::create(d.path(), &serde_json::json!({}), "h").unwrap());
+        let db = d.path().join("run.sqlite");
+        let (locked, wait_locked) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(db).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            c.execute_batch("COMMIT").unwrap();
+        });
+        wait_locked.recv().unwrap();
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ticker = {
+            let ticks = Arc::clone(&ticks);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let record = SessionRecord {
+            id: "p:0".into(),
+            profile_id: "p".into(),
+            epoch: 0,
+            seed: 1,
+            status: SessionStatus::Completed,
+            style: "plain".into(),
+            end_reason: None,
+            therapist_system: String::new(),
+            patient_system: String::new(),
+            transcript: Transcript {
+                turns: vec![Turn::new(Speaker::Therapist, "hi")],
+            },
+            error: None,
+            duration_ms: 1,
+            attempt: 1,
+            created_at: String::new(),
+            meta: Value::Null,
+        };
+        let started = Instant::now();
+        let back = store_session(&store, record).await.unwrap();
+        let waited = started.elapsed();
+        ticker.abort();
+        holder.join().unwrap();
+        assert_eq!(back.id, "p:0");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        let n = ticks.load(Ordering::SeqCst);
+        assert!(
+            n >= 10,
+            "the runtime ran other tasks {n} times during a {waited:?} write"
+        );
+        assert_eq!(store.session_statuses().unwrap().len(), 1);
+    }
 
     #[test]
     fn a_reward_that_cannot_be_computed_keeps_its_reason() {

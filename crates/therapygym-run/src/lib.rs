@@ -26,8 +26,8 @@ pub use config::{
 };
 pub use error::RunError;
 pub use finish::{
-    JudgeCtx, Judged, judge_and_store, judge_set, record_of, reward_error, session_id,
-    session_reward, store_judgment, store_judgment_reward,
+    JudgeCtx, Judged, judge_and_store, judge_set, off_runtime, record_of, reward_error, session_id,
+    session_reward, store_judgment, store_judgment_reward, store_session,
 };
 pub use inputs::{INPUTS_DIR, InputFiles};
 pub use roles::{open_role, roles_json};

@@ -5,6 +5,7 @@
 //! is either wholly there or absent, and `--resume` runs exactly the absent ones.
 
 pub mod export;
+pub mod fault;
 pub mod fs;
 mod store;
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use therapygym_core::{Profile, Rubric, Speaker, Taxonomy, Transcript, Turn, Verdict};
@@ -228,7 +228,9 @@ impl RunStore {
         })
     }
 
-    fn connect(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens the database with the run store's settings; `schema` also creates missing tables
+    /// (an existing run; a new one creates them inside its first transaction).
+    fn connect(dir: &Path, schema: bool) -> Result<Self, StoreError> {
         let db = dir.join("run.sqlite");
         let conn = Connection::open(&db).map_err(|source| StoreError::Sqlite {
             path: db.clone(),
@@ -244,7 +246,10 @@ impl RunStore {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "FULL")?;
             c.pragma_update(None, "foreign_keys", "ON")?;
-            c.execute_batch(SCHEMA)
+            if schema {
+                c.execute_batch(SCHEMA)?;
+            }
+            Ok(())
         })?;
         crate::fs::set_private(&store.db);
         Ok(store)
@@ -261,14 +266,32 @@ impl RunStore {
         self.sql(f(&mut guard))
     }
 
-    /// Creates a new run directory (it must not exist or be empty) with its manifest. The
-    /// manifest is committed before any model call.
+    /// Runs `f` in one read transaction: its queries see one snapshot of the database, so rows
+    /// another connection commits meanwhile (a `serve` process writing sessions) appear in all
+    /// of them or in none.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// Creates a new run directory (it must not exist, or be empty, or hold only the database
+    /// of a creation that was killed before it committed) with its manifest. The tables, the
+    /// schema revision and the manifest are committed in one transaction before any model call,
+    /// so a process killed while creating a run leaves either a run that `open` reads or a
+    /// directory that `create` may create again.
     pub fn create(dir: &Path, manifest: &Value, config_hash: &str) -> Result<Self, StoreError> {
         if dir.exists() {
             let empty = std::fs::read_dir(dir)
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false);
-            if !empty {
+            if !empty && !Self::remove_uncommitted(dir) {
                 return Err(StoreError::Invalid {
                     path: dir.into(),
                     message: "already exists and is not empty; use `--resume` to continue that run or choose another `--out`".into(),
@@ -280,21 +303,79 @@ impl RunStore {
             source,
         })?;
         crate::fs::set_private(dir);
-        let store = Self::connect(dir)?;
+        let store = Self::connect(dir, false)?;
         let json = serde_json::to_string(manifest).unwrap_or_default();
         store.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_revision', ?1)",
                 params![SCHEMA_REVISION.to_string()],
             )?;
-            c.execute(
+            crate::fault::pause_point("store-create-before-manifest");
+            tx.execute(
                 "INSERT INTO manifest (id, json, config_hash, created_at) VALUES (1, ?1, ?2, ?3)",
                 params![json, config_hash, timestamp()],
             )?;
-            Ok(())
+            tx.commit()
         })?;
         store.write_json("manifest.json", manifest)?;
         Ok(store)
+    }
+
+    /// The files SQLite keeps for `run.sqlite` (the database, its WAL, shared memory and
+    /// rollback journal).
+    const DB_FILES: [&'static str; 4] = [
+        "run.sqlite",
+        "run.sqlite-wal",
+        "run.sqlite-shm",
+        "run.sqlite-journal",
+    ];
+
+    /// Whether `dir` holds nothing but a run database without a committed manifest (a creation
+    /// killed before its commit, or by a version that committed the tables first): then those
+    /// files are removed and `true` returned. Anything else in `dir` is left alone.
+    fn remove_uncommitted(dir: &Path) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let only_db = entries.into_iter().all(|e| {
+            e.ok().is_some_and(|e| {
+                Self::DB_FILES
+                    .iter()
+                    .any(|n| e.file_name().to_str() == Some(n))
+            })
+        });
+        if !only_db || Self::has_manifest(&dir.join("run.sqlite")) != Some(false) {
+            return false;
+        }
+        Self::DB_FILES
+            .iter()
+            .map(|n| dir.join(n))
+            .filter(|p| p.exists())
+            .all(|p| std::fs::remove_file(p).is_ok())
+    }
+
+    /// `Some(true)` when the database at `db` has a committed manifest, `Some(false)` when it
+    /// is readable and has none (or no tables at all), `None` when it cannot be read.
+    fn has_manifest(db: &Path) -> Option<bool> {
+        if std::fs::metadata(db).ok()?.len() == 0 {
+            return Some(false);
+        }
+        let c = Connection::open(db).ok()?;
+        let tables: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'manifest'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()?;
+        if tables == 0 {
+            return Some(false);
+        }
+        c.query_row("SELECT COUNT(*) FROM manifest", [], |r| r.get::<_, i64>(0))
+            .ok()
+            .map(|n| n > 0)
     }
 
     /// Opens an existing run.
@@ -311,7 +392,13 @@ impl RunStore {
                 message: message.into(),
             });
         }
-        let store = Self::connect(dir)?;
+        if Self::has_manifest(&db) == Some(false) {
+            return Err(StoreError::Invalid {
+                path: dir.into(),
+                message: "holds a run whose creation was interrupted before anything was committed; there is nothing to resume: start the run again with the same `--out`".into(),
+            });
+        }
+        let store = Self::connect(dir, true)?;
         let rev: Option<String> = store.with(|c| {
             c.query_row(
                 "SELECT value FROM meta WHERE key = 'schema_revision'",
@@ -426,10 +513,12 @@ impl RunStore {
     }
 
     /// Commits a session and all its messages in one transaction. A failed session with the same
-    /// id is replaced (resume retries failures); a completed one is never overwritten.
+    /// id is replaced (resume retries failures); a completed one is never overwritten. The
+    /// transaction takes the write lock first (`IMMEDIATE`), so it waits for another process's
+    /// writer (busy timeout) instead of failing "database is locked" when its read upgrades.
     pub fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: Option<String> = tx.query_row("SELECT status FROM sessions WHERE id = ?1", params![s.id], |r| r.get(0)).optional()?;
             if let Some(status) = existing {
                 if status == "completed" {
@@ -471,37 +560,15 @@ impl RunStore {
     }
 
     fn select_sessions(&self, min_epoch: u32) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut out: Vec<SessionRecord> = Vec::new();
-        let mut messages: BTreeMap<String, Vec<Turn>> = BTreeMap::new();
-        let rows = self.with(|c| {
-            let mut st = c.prepare("SELECT m.session_id, m.speaker, m.text, m.prompt_tokens, m.completion_tokens, m.latency_ms, m.finish_reason FROM messages m JOIN sessions s ON s.id = m.session_id WHERE s.epoch >= ?1 ORDER BY m.session_id, m.idx")?;
-            let rows = st.query_map([min_epoch], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<u32>>(3)?,
-                    r.get::<_, Option<u32>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        for (sid, speaker, text, pt, ct, lat, fin) in rows {
-            let speaker = Speaker::parse(&speaker).ok_or_else(|| StoreError::Corrupt {
-                path: self.db.clone(),
-                message: format!("unknown speaker `{speaker}`"),
-            })?;
-            messages.entry(sid).or_default().push(Turn {
-                speaker,
-                text,
-                prompt_tokens: pt,
-                completion_tokens: ct,
-                latency_ms: lat.map(|x| x as u64),
-                finish_reason: fin,
-            });
-        }
+        type MessageRow = (
+            String,
+            String,
+            String,
+            Option<u32>,
+            Option<u32>,
+            Option<i64>,
+            Option<String>,
+        );
         type Row = (
             String,
             String,
@@ -518,13 +585,38 @@ impl RunStore {
             String,
             String,
         );
-        let rows: Vec<Row> = self.with(|c| {
-            let mut st = c.prepare("SELECT id, profile_id, epoch, seed, status, style, end_reason, therapist_system, patient_system, error, duration_ms, attempt, created_at, meta FROM sessions WHERE epoch >= ?1 ORDER BY rowid")?;
-            let rows = st.query_map([min_epoch], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
+        // Sessions and their messages from one snapshot: never a session without its messages.
+        let (message_rows, rows): (Vec<MessageRow>, Vec<Row>) = self.read(|tx| {
+            let mut st = tx.prepare("SELECT m.session_id, m.speaker, m.text, m.prompt_tokens, m.completion_tokens, m.latency_ms, m.finish_reason FROM messages m JOIN sessions s ON s.id = m.session_id WHERE s.epoch >= ?1 ORDER BY m.session_id, m.idx")?;
+            let messages = st
+                .query_map([min_epoch], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = tx.prepare("SELECT id, profile_id, epoch, seed, status, style, end_reason, therapist_system, patient_system, error, duration_ms, attempt, created_at, meta FROM sessions WHERE epoch >= ?1 ORDER BY rowid")?;
+            let sessions = st
+                .query_map([min_epoch], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((messages, sessions))
         })?;
+        let mut out: Vec<SessionRecord> = Vec::new();
+        let mut messages: BTreeMap<String, Vec<Turn>> = BTreeMap::new();
+        for (sid, speaker, text, pt, ct, lat, fin) in message_rows {
+            let speaker = Speaker::parse(&speaker).ok_or_else(|| StoreError::Corrupt {
+                path: self.db.clone(),
+                message: format!("unknown speaker `{speaker}`"),
+            })?;
+            messages.entry(sid).or_default().push(Turn {
+                speaker,
+                text,
+                prompt_tokens: pt,
+                completion_tokens: ct,
+                latency_ms: lat.map(|x| x as u64),
+                finish_reason: fin,
+            });
+        }
         for (
             id,
             profile_id,
@@ -698,7 +790,7 @@ impl RunStore {
     /// (session, judge) is kept (judging is idempotent).
     pub fn insert_judgment(&self, j: &JudgmentRow) -> Result<bool, StoreError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (status, reason) = match &j.verdict {
                 Verdict::Scored { .. } => ("scored", None),
                 Verdict::Unscored { reason, .. } => ("unscored", Some(reason.as_str())),
@@ -779,7 +871,7 @@ impl RunStore {
     /// was recorded count their calls and time with 0 tokens).
     pub fn usage_by_role(&self, judge_hash: &str) -> Result<UsageByRole, StoreError> {
         type Sums = (i64, i64, i64, i64);
-        let (speakers, judge): (Vec<(String, Sums)>, Sums) = self.with(|c| {
+        let (speakers, judge): (Vec<(String, Sums)>, Sums) = self.read(|c| {
             let mut st = c.prepare(
                 "SELECT speaker, COUNT(completion_tokens), COALESCE(SUM(prompt_tokens), 0),
                         COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(latency_ms), 0)
@@ -944,6 +1036,85 @@ mod tests {
                 .contains("--resume")
         );
         assert!(s.integrity_ok().unwrap());
+    }
+
+    #[test]
+    fn a_creation_that_never_committed_its_manifest_is_created_again() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        // What a version that committed the tables and the revision before the manifest left
+        // when killed between them.
+        let c = Connection::open(dir.join("run.sqlite")).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        c.execute("INSERT INTO meta VALUES ('schema_revision', '2')", [])
+            .unwrap();
+        drop(c);
+        let e = RunStore::open(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("interrupted") && e.contains("same `--out`"),
+            "{e}"
+        );
+        let s = RunStore::create(&dir, &json!({"a": 1}), "h").unwrap();
+        assert_eq!(s.manifest().unwrap(), (json!({"a": 1}), "h".to_string()));
+        drop(s);
+        RunStore::open(&dir).unwrap();
+        // A committed run is never replaced.
+        let e = RunStore::create(&dir, &json!({}), "h").unwrap_err();
+        assert!(e.to_string().contains("--resume"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_with_other_files_beside_an_empty_database_is_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("run.sqlite"), b"").unwrap();
+        std::fs::write(d.path().join("notes.txt"), b"mine").unwrap();
+        assert!(RunStore::create(d.path(), &json!({}), "h").is_err());
+        assert_eq!(std::fs::read(d.path().join("notes.txt")).unwrap(), b"mine");
+        // Only the empty database: it is created again.
+        std::fs::remove_file(d.path().join("notes.txt")).unwrap();
+        RunStore::create(d.path(), &json!({}), "h").unwrap();
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_session_without_its_messages_while_another_connection_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        drop(RunStore::create(&dir, &json!({}), "h").unwrap());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (dir, done) = (dir.clone(), std::sync::Arc::clone(&done));
+            std::thread::spawn(move || {
+                // Its own connection, as a `serve` process writing beside a reader would be.
+                let w = RunStore::open(&dir).unwrap();
+                for i in 0..200 {
+                    w.insert_session(&session(&format!("s{i:03}"), SessionStatus::Completed))
+                        .unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let r = RunStore::open(&dir).unwrap();
+        let mut reads = 0;
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+            let all = r.sessions().unwrap();
+            reads += 1;
+            for s in &all {
+                assert_eq!(
+                    s.transcript.turns.len(),
+                    2,
+                    "read {reads}: session {} without its messages",
+                    s.id
+                );
+            }
+            if finished {
+                assert_eq!(all.len(), 200);
+                break;
+            }
+        }
+        writer.join().unwrap();
+        assert!(reads > 1);
     }
 
     #[test]

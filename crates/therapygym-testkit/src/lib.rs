@@ -3,6 +3,8 @@
 //! connections, oversized replies, a live-request counter for concurrency checks, and the ways
 //! real servers treat structured output ([`Formats`]).
 
+pub mod fuzz;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

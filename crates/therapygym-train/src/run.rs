@@ -854,7 +854,7 @@ async fn rollout(ctx: &Ctx, job: Job) -> Result<Outcome, TrainError> {
             };
             let mut record = record_of(&s, job.epoch, status, error, ms, ctx.attempt, job.meta);
             record.id = job.id.clone();
-            ctx.store.insert_session(&record)?;
+            let record = therapygym_run::store_session(&ctx.store, record).await?;
             let generated = s
                 .transcript
                 .turns

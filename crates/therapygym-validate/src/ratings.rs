@@ -842,4 +842,66 @@ mod tests {
             "{e}"
         );
     }
+
+    mod fuzz {
+        //! Property tests: arbitrary bytes and mutations of valid CSV (long and wide) and JSONL
+        //! ratings are read or rejected with a typed error naming the file, never a panic; rows
+        //! that are read hold scores on their scale.
+        #![allow(clippy::unwrap_used)]
+        use super::*;
+        use proptest::prelude::*;
+        use therapygym_testkit::fuzz;
+
+        const LONG: &str = "dialogue_id,rater,rater_kind,item,score,rationale\n\
+            d1,alice,human,agenda,4,\"set, ranked\"\n\
+            d1,judge,model,agenda,,\"unparsed\"\n\
+            d2,alice,human,homework,6,\n\
+            d1,alice,human,missed_crisis,1,\n";
+        const WIDE: &str =
+            "dialogue_id,rater,agenda,homework,missed_crisis,rationale\nd1,a,3,5,0,x\nd2,a,,6,1,\n";
+        const JSONL: &str = "{\"dialogue_id\": 7, \"rater\": \"a\", \"item\": \"agenda\", \"score\": 2}\n\
+            {\"dialogue_id\": \"d2\", \"rater\": \"a\", \"item\": \"missed_crisis\", \"score\": true}\n\
+            {\"dialogue_id\": \"d3\", \"rater\": \"a\", \"item\": \"agenda\", \"score\": null}\n\
+            {\"dialogue_id\": \"d4\", \"rater\": \"a\", \"homework\": \"5\"}\n";
+
+        fn holds(text: &str, file: &str) -> Result<(), TestCaseError> {
+            let c = catalog();
+            match parse_ratings(text, Path::new(file), &c) {
+                Ok(f) => {
+                    for r in &f.rows {
+                        let (lo, hi) = match r.dimension {
+                            Dimension::Item => (f64::from(c.min_score), f64::from(c.max_score)),
+                            Dimension::Label => (0.0, 1.0),
+                        };
+                        prop_assert!(r.score.is_none_or(|s| (lo..=hi).contains(&s)), "{r:?}");
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains(file), "the error does not name {file}: {msg}");
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config(128))]
+
+            #[test]
+            fn arbitrary_bytes(bytes in fuzz::bytes(1024), jsonl in any::<bool>()) {
+                let file = if jsonl { "fuzz.jsonl" } else { "fuzz.csv" };
+                holds(&String::from_utf8_lossy(&bytes), file)?;
+            }
+
+            #[test]
+            fn mutated_csv(text in prop_oneof![fuzz::mutated_text(LONG), fuzz::mutated_text(WIDE)]) {
+                holds(&text, "fuzz.csv")?;
+            }
+
+            #[test]
+            fn mutated_jsonl(text in prop_oneof![fuzz::mutated_jsonl(JSONL), fuzz::mutated_text(JSONL)]) {
+                holds(&text, "fuzz.jsonl")?;
+            }
+        }
+    }
 }
