@@ -77,6 +77,7 @@ fn exercise(rubric: &Rubric, taxonomy: &Taxonomy, reward: &RewardConfig) {
                 (l.id.clone(), flag)
             })
             .collect::<BTreeMap<_, _>>(),
+        codes: Vec::new(),
     };
     let _ = reward.check(rubric, taxonomy);
     let _ = reward.item_weights(rubric);

@@ -499,6 +499,7 @@ mod tests {
             judgment: Judgment {
                 ctrs: BTreeMap::new(),
                 safety: BTreeMap::new(),
+                codes: Vec::new(),
             },
         };
         // As `store_judgment_reward` writes them: a reward, and two without one, with why.

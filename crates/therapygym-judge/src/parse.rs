@@ -523,7 +523,7 @@ mod tests {
         fn holds(text: &str, truncated: bool) -> Result<(), TestCaseError> {
             let rubric = builtin::rubric().unwrap();
             let taxonomy = builtin::taxonomy().unwrap();
-            match parse_judgment(text, truncated, &rubric, &taxonomy) {
+            match parse_judgment(text, truncated, &rubric, &taxonomy, 0) {
                 Ok(j) => {
                     prop_assert_eq!(j.ctrs.len(), rubric.items.len());
                     prop_assert!(
