@@ -50,3 +50,37 @@ class ExamplesTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ScaleDocTest(unittest.TestCase):
+    """docs/scale.md's Kubernetes manifest and SLURM script are well-formed."""
+
+    DOC = Path(__file__).resolve().parents[3] / "docs" / "scale.md"
+
+    def blocks(self, lang):
+        return re.findall(r"```" + lang + r"\n(.*?)```", self.DOC.read_text(), re.S)
+
+    def test_slurm_and_merge_scripts_parse_as_bash(self):
+        blocks = self.blocks("bash")
+        self.assertGreaterEqual(len(blocks), 2)
+        for b in blocks:
+            subprocess.run(["bash", "-n"], input=b, text=True, check=True)
+        self.assertIn("#SBATCH --array=0-15", blocks[0])
+        self.assertIn("--shard auto/16", blocks[0])
+
+    def test_indexed_job_manifest_is_a_kubernetes_indexed_job(self):
+        (text,) = self.blocks("yaml")
+        try:
+            import yaml
+        except ImportError:
+            # Without PyYAML: at least the keys the Job needs, at their indentation.
+            for line in ("kind: Job", "  completionMode: Indexed", "  completions: 16"):
+                self.assertIn(line + "\n", text)
+            return
+        job = yaml.safe_load(text)
+        self.assertEqual((job["apiVersion"], job["kind"]), ("batch/v1", "Job"))
+        spec = job["spec"]
+        self.assertEqual(spec["completionMode"], "Indexed")
+        (container,) = spec["template"]["spec"]["containers"]
+        self.assertIn("--shard auto/16", container["args"][0])
+        self.assertEqual(spec["completions"], 16)
