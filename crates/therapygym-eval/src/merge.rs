@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use therapygym_core::error::DataError;
-use therapygym_run::{Assets, INPUTS_DIR, InputFiles, OutDir, RunConfig, RunError, Shard, Staged};
+use therapygym_run::{Assets, InputFiles, OutDir, RunConfig, RunError, Shard, Staged};
 use therapygym_store::{RunStore, SessionStatus};
 
 use crate::run::{check_kind, diff_keys, planned_sessions};
@@ -156,26 +155,6 @@ fn check_finished(runs: &[ShardRun]) -> Result<(), RunError> {
     }
 }
 
-/// The input files of a run (`DIR/inputs/*`), to copy into the merged run.
-fn inputs_of(dir: &Path) -> Result<InputFiles, RunError> {
-    let mut files = InputFiles::default();
-    let root = dir.join(INPUTS_DIR);
-    let entries = match std::fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
-        Err(e) => return Err(DataError::io(&root, e).into()),
-    };
-    for e in entries {
-        let e = e.map_err(|e| DataError::io(&root, e))?;
-        let path = e.path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
-            files.put(&e.file_name().to_string_lossy(), bytes);
-        }
-    }
-    Ok(files)
-}
-
 pub fn merge_shards(dirs: &[PathBuf], out: &Path) -> Result<Merged, RunError> {
     if dirs.is_empty() {
         return Err(RunError::Invalid(
@@ -194,7 +173,7 @@ pub fn merge_shards(dirs: &[PathBuf], out: &Path) -> Result<Merged, RunError> {
     let first = &runs[0];
     let mut config = first.config.clone();
     config.shard = None;
-    let files = inputs_of(&first.dir)?;
+    let files = InputFiles::read_run(&first.dir)?;
     let staged = Staged::new(
         OutDir::Given(out.to_path_buf()),
         &files,

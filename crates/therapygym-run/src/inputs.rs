@@ -36,6 +36,26 @@ impl InputFiles {
         self.0.is_empty()
     }
 
+    /// The input files an existing run holds (`DIR/inputs/*`; none when it has no folder), so
+    /// a run made from it (`therapygym merge`) keeps exactly the same bytes.
+    pub fn read_run(dir: &Path) -> Result<Self, DataError> {
+        let mut files = Self::default();
+        let root = dir.join(INPUTS_DIR);
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+            Err(e) => return Err(DataError::io(&root, e)),
+        };
+        for e in entries {
+            let path = e.map_err(|e| DataError::io(&root, e))?.path();
+            if let (true, Some(name)) = (path.is_file(), path.file_name()) {
+                let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+                files.put(&name.to_string_lossy(), bytes);
+            }
+        }
+        Ok(files)
+    }
+
     /// Copies a user's file in under `stem` (keeping its extension, else `default_ext`).
     fn copy(&mut self, path: &Path, stem: &str, default_ext: &str) -> Result<PathBuf, DataError> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;

@@ -82,7 +82,7 @@ fn auth_token(a: &ServeArgs) -> anyhow::Result<Option<AuthToken>> {
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = config(&a)?;
+    let mut cfg = config(&a)?;
     // Bind first: a port in use or a bad address must not leave a run directory behind, and an
     // exposed address without a token fails before the models load.
     let listener = therapygym_server::bind(&a.addr).await?;
@@ -93,7 +93,6 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let authenticated = cfg.auth_token.is_some();
     // The run directory is claimed only once the address is bound.
     let mut _claimed = None;
-    let mut cfg = cfg;
     cfg.out = Some(out_or_claim(&cfg.out, "serve", &mut _claimed)?);
     let server = Server::new(cfg).await.context("cannot start the service")?;
     if authenticated {
