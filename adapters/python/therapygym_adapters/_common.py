@@ -226,6 +226,21 @@ async def resolve_reward_async(
         await asyncio.sleep(min(poll_s, left))
 
 
+def open_episode(
+    client: TherapyGymClient, task: Task, episode_id: str, group_id: str | None = None
+) -> dict:
+    """Creates the episode that plays `task` (in its group unless `group_id` names another)."""
+    return client.create_episode(
+        task.profile_id,
+        task.seed,
+        episode_id=episode_id,
+        group_id=task.group if group_id is None else group_id,
+        split=task.split,
+        limits=task.limits,
+        opening=task.opening,
+    )
+
+
 def abandon_quietly(client: TherapyGymClient, episode_id: str, reason: str) -> None:
     """``POST /v1/episodes/{id}/abandon``, logging (not raising) a failure: the service's TTL
     ends the episode anyway, and one member must never fail the engine's step."""

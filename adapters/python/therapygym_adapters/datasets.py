@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ._common import Task, new_episode_id
+from ._common import Task, new_episode_id, open_episode
 from .client import TherapyGymClient
 
 __all__ = [
@@ -81,15 +81,7 @@ def prompt_messages(client: TherapyGymClient, task: Task) -> list[dict[str, str]
     """The messages a new episode of ``task`` opens with (system prompt; with ``opening=patient``
     also the patient's opening line), read through a probe episode that is deleted at once."""
     probe = new_episode_id("probe")
-    resp = client.create_episode(
-        task.profile_id,
-        task.seed,
-        episode_id=probe,
-        group_id=probe,
-        split=task.split,
-        limits=task.limits,
-        opening=task.opening,
-    )
+    resp = open_episode(client, task, probe, probe)
     try:
         return [{"role": m["role"], "content": m["content"]} for m in resp["messages"]]
     finally:

@@ -74,6 +74,7 @@ from ._common import (
     is_solo,
     log_service_info,
     new_episode_id,
+    open_episode,
     parse_task,
     resolve_reward_async,
     run_blocking,
@@ -271,16 +272,7 @@ class TherapyAgentInstance(_AgentInstanceBase):
         observation = states["observation"]
         try:
             await run_blocking(log_service_info, self.client)
-            resp = await run_blocking(
-                self.client.create_episode,
-                self.task.profile_id,
-                self.task.seed,
-                episode_id=self.episode_id,
-                group_id=self.task.group,
-                split=self.task.split,
-                limits=self.task.limits,
-                opening=self.task.opening,
-            )
+            resp = await run_blocking(open_episode, self.client, self.task, self.episode_id)
             if self.cfg.render_prompt:
                 observation = self.cfg.template.render(resp["messages"], add_generation_prompt=True)
         except TherapyGymError as e:

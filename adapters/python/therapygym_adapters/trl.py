@@ -44,6 +44,7 @@ from ._common import (
     check_id,
     log_service_info,
     new_episode_id,
+    open_episode,
     parse_task,
 )
 from .client import TherapyGymClient, TherapyGymError
@@ -275,15 +276,7 @@ def make_rollout_func(
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
             created = list(
                 pool.map(
-                    lambda r: client.create_episode(
-                        r.task.profile_id,
-                        r.task.seed,
-                        episode_id=r.episode_id,
-                        group_id=r.task.group,
-                        split=r.task.split,
-                        limits=r.task.limits,
-                        opening=r.task.opening,
-                    ),
+                    lambda r: open_episode(client, r.task, r.episode_id),
                     rows,
                 )
             )

@@ -74,6 +74,7 @@ from ._common import (
     is_solo,
     log_service_info,
     new_episode_id,
+    open_episode,
     parse_task,
     resolve_reward_async,
     run_blocking,
@@ -168,16 +169,7 @@ class TherapyInteraction(_BaseInteraction):
         ep = _Episode(task=task, group=group)
         try:
             await run_blocking(log_service_info, self.client)
-            resp = await run_blocking(
-                self.client.create_episode,
-                task.profile_id,
-                task.seed,
-                episode_id=episode_id,
-                group_id=group,
-                split=task.split,
-                limits=task.limits,
-                opening=task.opening,
-            )
+            resp = await run_blocking(open_episode, self.client, task, episode_id, group)
             ep.turn = int(resp.get("turn") or 0)
         except TherapyGymError as e:
             logger.error(
