@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Config,
     /// The server's reply exceeded the size cap (`MAX_REPLY_BYTES`); reading stopped there.
     ReplyTooLarge,
+    /// The prompt does not fit the model's context window; retrying cannot help, a shorter
+    /// transcript (or a model with a longer context) can.
+    ContextOverflow,
 }
 
 impl ErrorKind {
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Truncated => "truncated",
             ErrorKind::Config => "config",
             ErrorKind::ReplyTooLarge => "reply_too_large",
+            ErrorKind::ContextOverflow => "context_overflow",
         }
     }
 

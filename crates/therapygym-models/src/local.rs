@@ -323,7 +323,7 @@ fn generate(
     }
     if tokens.len() + 1 >= n_ctx {
         return Err(ModelError::new(
-            ErrorKind::Fatal,
+            ErrorKind::ContextOverflow,
             format!(
                 "the prompt has {} tokens but the context holds {n_ctx}; shorten the session or use a model with a longer context",
                 tokens.len()
