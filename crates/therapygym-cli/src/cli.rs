@@ -267,9 +267,16 @@ pub struct ExportArgs {
     pub out: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    Jsonl,
+    Csv,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// Dialogues as JSONL (the `export` format; messages are enough).
+    /// Dialogues as JSONL (the `export` format; messages are enough), or an utterance-per-row
+    /// CSV with --format csv and the column flags below (docs/formats.md).
     pub file: PathBuf,
     /// Run directory to create.
     #[arg(long, value_name = "DIR")]
@@ -277,6 +284,34 @@ pub struct ImportArgs {
     /// The judge `therapygym judge` will use by default.
     #[arg(long, default_value = "embedded")]
     pub judge: String,
+    /// The file's format. [default: csv for a `.csv` file, else jsonl]
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// CSV: the column holding the dialogue id, e.g. `--dialogue-col transcript_id`.
+    #[arg(long, value_name = "COL")]
+    pub dialogue_col: Option<String>,
+    /// CSV: the column giving each utterance's position in its dialogue (a whole number).
+    #[arg(long, value_name = "COL")]
+    pub order_col: Option<String>,
+    /// CSV: the column naming the speaker (mapped with --speaker-map).
+    #[arg(long, value_name = "COL")]
+    pub speaker_col: Option<String>,
+    /// CSV: the column holding the utterance text.
+    #[arg(long, value_name = "COL")]
+    pub text_col: Option<String>,
+    /// CSV: speaker values to roles, `VALUE=ROLE,...` with ROLE therapist or patient, e.g.
+    /// `--speaker-map therapist=therapist,client=patient`; a row with any other value is an
+    /// error. Repeatable.
+    #[arg(long, value_name = "VALUE=ROLE,...")]
+    pub speaker_map: Vec<String>,
+    /// CSV: a per-dialogue label column (e.g. `quality`), constant within a dialogue; kept for
+    /// `export` and `validate --known-groups`. Repeatable.
+    #[arg(long, value_name = "COL")]
+    pub label_col: Vec<String>,
+    /// CSV: a per-utterance annotation column (e.g. a behaviour code); kept for `export` and
+    /// `validate --known-groups --annotation-map`. Repeatable.
+    #[arg(long, value_name = "COL")]
+    pub annotation_col: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -466,7 +501,7 @@ pub struct SynthArgs {
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// Ratings in long format, CSV or JSONL: `dialogue_id, rater, item, score` (docs/validate.md).
-    #[arg(long, value_name = "FILE", required_unless_present = "file")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["file", "known_groups"])]
     pub ratings: Option<PathBuf>,
     /// The ratings file, given positionally instead of with --ratings.
     #[arg(value_name = "FILE", conflicts_with = "ratings")]
@@ -504,6 +539,21 @@ pub struct ValidateArgs {
     /// calibration curve under --fit-calibration) as one self-contained HTML file.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Known-groups validity on a run imported from a labelled corpus (`import-transcripts
+    /// --label-col`): per item, behaviour count and derived score, the AUC that a HIGH dialogue
+    /// outscores a LOW one, Cliff's delta and the one-sided Mann-Whitney p. Needs --run; no
+    /// ratings file needed. E.g. `--known-groups quality=high>low`.
+    #[arg(long, value_name = "LABEL=HIGH>LOW", requires = "run")]
+    pub known_groups: Option<therapygym_validate::GroupSpec>,
+    /// With --known-groups: map a corpus annotation value to rubric behaviour codes, e.g.
+    /// `--annotation-map code:SR=simple_reflection` or `code:RES=simple_reflection+complex_reflection`;
+    /// a column without a map counts values equal to a code id. Repeatable.
+    #[arg(
+        long,
+        value_name = "COLUMN:VALUE=CODE[+CODE]",
+        requires = "known_groups"
+    )]
+    pub annotation_map: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]

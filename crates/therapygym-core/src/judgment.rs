@@ -65,6 +65,9 @@ pub enum UnscoredReason {
     CircuitOpen,
     /// Behaviour codes for the wrong therapist utterances (missing, extra or repeated index).
     UtteranceMismatch,
+    /// The dialogue and judge prompt do not fit the judge model's context window; re-asking
+    /// cannot help, so the judge gives up at once (docs/design/unscored.md).
+    ContextOverflow,
 }
 
 impl UnscoredReason {
@@ -79,6 +82,7 @@ impl UnscoredReason {
             UnscoredReason::ProviderError => "provider_error",
             UnscoredReason::CircuitOpen => "circuit_open",
             UnscoredReason::UtteranceMismatch => "utterance_mismatch",
+            UnscoredReason::ContextOverflow => "context_overflow",
         }
     }
 
@@ -93,6 +97,7 @@ impl UnscoredReason {
             "provider_error" => UnscoredReason::ProviderError,
             "circuit_open" => UnscoredReason::CircuitOpen,
             "utterance_mismatch" => UnscoredReason::UtteranceMismatch,
+            "context_overflow" => UnscoredReason::ContextOverflow,
             _ => return None,
         })
     }

@@ -3,6 +3,7 @@
 //! the files it is asked to read.
 
 pub mod builtin;
+pub mod csv;
 pub mod error;
 pub mod hash;
 pub mod judgment;

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use therapygym_core::error::{DataError, Location, Problems, read_to_string};
 use therapygym_core::profile::valid_id;
 use therapygym_core::{Speaker, Transcript, Turn};
@@ -150,26 +150,74 @@ fn parse_line(
     Ok((at, (id, profile_id, Transcript { turns })))
 }
 
+/// One dialogue to import, whatever the file format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedDialogue {
+    pub id: String,
+    pub profile_id: String,
+    pub transcript: Transcript,
+    /// Kept in the session's `meta` beside `imported_from` (labels, annotations).
+    pub meta: Map<String, Value>,
+}
+
 /// Creates a run at `out` holding the dialogues of `file`. Returns how many were imported.
 pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize, RunError> {
     let text = read_to_string(file)?;
-    let dialogues = parse_transcripts(&text, file)?;
+    let dialogues: Vec<ImportedDialogue> = parse_transcripts(&text, file)?
+        .into_iter()
+        .map(|(id, profile_id, transcript)| ImportedDialogue {
+            id,
+            profile_id,
+            transcript,
+            meta: Map::new(),
+        })
+        .collect();
+    write_import(
+        file,
+        &text,
+        "transcripts.jsonl",
+        &dialogues,
+        judge,
+        out,
+        None,
+    )
+}
+
+/// The run-writing half of every importer: a new run at `out` (staged, so nothing is
+/// half-imported) whose manifest names the source file and `mapping` (how its columns were
+/// read, part of the config hash), one completed session per dialogue. Returns the count.
+pub(crate) fn write_import(
+    file: &Path,
+    text: &str,
+    default_name: &str,
+    dialogues: &[ImportedDialogue],
+    judge: &str,
+    out: &Path,
+    mapping: Option<Value>,
+) -> Result<usize, RunError> {
     // The run names its source by file name only (no path of this machine in a manifest).
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "transcripts.jsonl".into());
+        .unwrap_or_else(|| default_name.into());
     let mut config = RunConfig::new("baseline");
     config.therapist = format!("import:{name}");
     config.patient = "import".into();
     config.judge = judge.to_string();
-    let hash = therapygym_core::hash::content_hash(
-        &json!({"import": therapygym_core::hash::text_hash(&text)}),
-    );
+    let sha = therapygym_core::hash::text_hash(text);
+    // Without a mapping the hash input is as it always was (JSONL imports keep their hash).
+    let hash = therapygym_core::hash::content_hash(&match &mapping {
+        None => json!({"import": sha}),
+        Some(m) => json!({"import": sha, "mapping": m}),
+    });
+    let mut source = json!({"file": name, "sha256": sha, "dialogues": dialogues.len()});
+    if let (Some(m), Some(obj)) = (mapping, source.as_object_mut()) {
+        obj.insert("mapping".into(), m);
+    }
     let manifest = json!({
         "schema_revision": 1, "kind": "import", "run_id": uuid::Uuid::now_v7().to_string(),
         "created_at": therapygym_store::timestamp(), "config_hash": hash, "config": config,
-        "source": {"file": name, "sha256": therapygym_core::hash::text_hash(&text), "dialogues": dialogues.len()},
+        "source": source,
     });
     let staged = Staged::new(
         OutDir::Given(out.to_path_buf()),
@@ -178,33 +226,36 @@ pub fn import_transcripts(file: &Path, out: &Path, judge: &str) -> Result<usize,
     )?;
     let store = staged.commit(&manifest, &hash, |store| {
         store.record_attempt("import-transcripts", None)?;
-        insert_dialogues(store, &dialogues, &name)
+        insert_dialogues(store, dialogues, &name)
     })?;
     Ok(store.session_statuses()?.len())
 }
 
 fn insert_dialogues(
     store: &RunStore,
-    dialogues: &[(String, String, Transcript)],
+    dialogues: &[ImportedDialogue],
     source: &str,
 ) -> Result<(), RunError> {
-    for (id, profile_id, transcript) in dialogues {
+    for d in dialogues {
+        let mut meta = Map::new();
+        meta.insert("imported_from".into(), json!(source));
+        meta.extend(d.meta.clone());
         store.insert_session(&SessionRecord {
-            id: id.clone(),
-            profile_id: profile_id.clone(),
+            id: d.id.clone(),
+            profile_id: d.profile_id.clone(),
             epoch: 0,
-            seed: therapygym_core::seed::derive("import", id, 0, None),
+            seed: therapygym_core::seed::derive("import", &d.id, 0, None),
             status: SessionStatus::Completed,
             style: String::new(),
             end_reason: None,
             therapist_system: String::new(),
             patient_system: String::new(),
-            transcript: transcript.clone(),
+            transcript: d.transcript.clone(),
             error: None,
             duration_ms: 0,
             attempt: 1,
             created_at: therapygym_store::timestamp(),
-            meta: json!({"imported_from": source}),
+            meta: Value::Object(meta),
         })?;
     }
     Ok(())

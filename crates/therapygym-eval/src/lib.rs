@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod import;
+pub mod import_csv;
 pub mod merge;
 pub mod progress;
 pub mod rescore;

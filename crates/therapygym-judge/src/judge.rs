@@ -217,15 +217,21 @@ impl Judge {
         let utterances = transcript.therapist_turns();
         let mut samples = Vec::new();
         for k in 0..self.config.samples.max(1) {
-            samples.push(
-                self.sample(
+            let sample = self
+                .sample(
                     &user,
                     &schema,
                     utterances,
                     seed.wrapping_add(u64::from(k) * 1000),
                 )
-                .await,
-            );
+                .await;
+            // Every sample sends the same prompt: one overflow means all would overflow.
+            let overflow =
+                sample.verdict.unscored_reason() == Some(UnscoredReason::ContextOverflow);
+            samples.push(sample);
+            if overflow {
+                break;
+            }
         }
         aggregate(samples, seed)
     }
@@ -275,10 +281,16 @@ impl Judge {
                             | ErrorKind::Truncated,
                             Some(raw),
                         ) => (raw.to_string(), e.kind() == ErrorKind::Truncated),
-                        _ => {
+                        (kind, _) => {
+                            // The same prompt overflows however often it is re-asked.
+                            let reason = if kind == ErrorKind::ContextOverflow {
+                                UnscoredReason::ContextOverflow
+                            } else {
+                                UnscoredReason::ProviderError
+                            };
                             return SampleRecord {
                                 verdict: Verdict::Unscored {
-                                    reason: UnscoredReason::ProviderError,
+                                    reason,
                                     detail: e.to_string(),
                                 },
                                 attempts,
@@ -655,6 +667,22 @@ mod tests {
             r.verdict.unscored_reason(),
             Some(UnscoredReason::ProviderError)
         );
+    }
+
+    #[tokio::test]
+    async fn a_dialogue_longer_than_the_context_is_unscored_at_once() {
+        let config = JudgeConfig {
+            samples: 3,
+            ..JudgeConfig::default()
+        };
+        let j = judge("scripted:context:20", config).await;
+        let r = j.judge(&transcript(), 1).await;
+        assert_eq!(
+            r.verdict.unscored_reason(),
+            Some(UnscoredReason::ContextOverflow)
+        );
+        // No re-ask and no further sample: each would send the same prompt.
+        assert_eq!((r.attempts(), r.samples.len()), (1, 1));
     }
 
     #[tokio::test]

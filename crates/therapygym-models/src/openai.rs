@@ -411,6 +411,28 @@ fn rejects_format(status: u16, body: &str) -> bool {
         .any(|k| b.contains(k))
 }
 
+/// Whether an error reply says the prompt does not fit the model's context, as vLLM ("maximum
+/// context length is 8192 tokens", "longer than the maximum model length"), llama.cpp server
+/// (`exceed_context_size_error`, "exceeds the available context size"), OpenAI
+/// (`context_length_exceeded`) and TGI ("too many tokens") word it. Such a request fails the
+/// same way however often it is sent, so it gets its own kind instead of a generic 4xx.
+fn overflows_context(status: u16, body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    matches!(status, 400 | 413 | 422)
+        && [
+            "context length",
+            "context_length",
+            "maximum context",
+            "context size",
+            "context window",
+            "exceed_context_size",
+            "maximum model length",
+            "too many tokens",
+        ]
+        .iter()
+        .any(|k| b.contains(k))
+}
+
 /// A failed request, and whether the server turned down the response format.
 struct Failure {
     error: ModelError,
@@ -487,15 +509,23 @@ impl OpenAiBackend {
         let body = read_capped(resp, &shown).await?;
         if !(200..300).contains(&status) {
             let snippet = redact_text(&body.chars().take(300).collect::<String>());
-            let kind = kind_for_status(status);
+            let overflow = overflows_context(status, &body);
+            let kind = if overflow {
+                ErrorKind::ContextOverflow
+            } else {
+                kind_for_status(status)
+            };
             let advice = match status {
+                _ if overflow => {
+                    " (the prompt does not fit the model's context: shorten the transcript or use a model with a longer context)"
+                }
                 401 | 403 => {
                     " (check the key: the spec's `#key=VAR`, else THERAPYGYM_API_KEY / OPENAI_API_KEY, which go to https endpoints only)"
                 }
                 404 => " (check the model id and that BASE_URL ends in /v1)",
                 _ => "",
             };
-            let format_rejected = rejects_format(status, &body);
+            let format_rejected = !overflow && rejects_format(status, &body);
             return Err(Failure {
                 error: ModelError::new(
                     kind,
@@ -709,6 +739,47 @@ mod tests {
             Some("{\"a\": 1}")
         );
         assert_eq!(strip_fences("{\"a\": 1}"), None);
+    }
+
+    #[test]
+    fn context_length_rejections_are_recognised() {
+        for (status, body) in [
+            // vLLM
+            (
+                400,
+                r#"{"object":"error","message":"This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (8488 in the messages, 512 in the completion).","type":"BadRequestError","code":400}"#,
+            ),
+            (
+                400,
+                r#"{"message":"The decoder prompt (length 9001) is longer than the maximum model length of 8192."}"#,
+            ),
+            // llama.cpp server
+            (
+                400,
+                r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":9000,"n_ctx":8192}}"#,
+            ),
+            // OpenAI
+            (
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ),
+            (413, "Request too large: too many tokens"),
+            (
+                422,
+                "Input validation error: too many tokens in the prompt for the context window",
+            ),
+        ] {
+            assert!(overflows_context(status, body), "{status}: {body}");
+        }
+        assert!(!overflows_context(
+            400,
+            "response_format json_schema is not supported"
+        ));
+        assert!(!overflows_context(
+            500,
+            "maximum context length is 8192 tokens"
+        ));
+        assert!(!overflows_context(401, "too many tokens"));
     }
 
     #[test]

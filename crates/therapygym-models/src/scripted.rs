@@ -172,6 +172,23 @@ impl ChatBackend for ScriptedBackend {
                     ok(full)
                 }
             }
+            ScriptedMode::Context(words) => {
+                let n: usize = req
+                    .messages
+                    .iter()
+                    .map(|m| m.content.split_whitespace().count())
+                    .sum();
+                if n > *words as usize {
+                    Err(ModelError::new(
+                        ErrorKind::ContextOverflow,
+                        format!(
+                            "scripted context overflow: the prompt has {n} words but the context holds {words}"
+                        ),
+                    ))
+                } else {
+                    ok(self.good_reply(req, Fault::None))
+                }
+            }
             ScriptedMode::Refusal => {
                 ok("I'm sorry, but I can't help with rating this conversation.".to_string())
             }

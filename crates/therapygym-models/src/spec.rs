@@ -71,6 +71,9 @@ pub enum ScriptedMode {
     Refusal,
     /// Never answers (the attempt timeout must fire).
     Hang,
+    /// Like `echo`, but a prompt of more than this many words fails with `context_overflow`,
+    /// as a model with a small context window does.
+    Context(u32),
     /// Call k (of this model) behaves as mode k mod n of the list, each mode without its own
     /// count (`cycle:rate_limit:0,http_500,malformed_json,echo`): a mix of faults under load.
     /// Modes inside a cycle cannot contain commas, nor be cycles.
@@ -198,7 +201,7 @@ impl fmt::Display for ModelSpec {
 }
 
 const SCRIPTED_MODES: &str = "echo, fixed:TEXT, slow:MS, flaky:N, rate_limit[:SECS[:N]], http_500[:N], \
-malformed_json[:N], out_of_range[:N], missing_item[:N], truncated[:N], refusal, hang, cycle:MODE,MODE,…";
+malformed_json[:N], out_of_range[:N], missing_item[:N], truncated[:N], refusal, hang, context:WORDS, cycle:MODE,MODE,…";
 
 impl FromStr for ScriptedMode {
     type Err = String;
@@ -259,6 +262,9 @@ impl FromStr for ScriptedMode {
             "truncated" => ScriptedMode::Truncated { times: times()? },
             "refusal" => ScriptedMode::Refusal,
             "hang" => ScriptedMode::Hang,
+            "context" => ScriptedMode::Context(
+                u32::try_from(num("a context size in words")?).map_err(|e| e.to_string())?,
+            ),
             "cycle" => {
                 let list = arg.unwrap_or("");
                 let modes = list
@@ -310,6 +316,7 @@ impl fmt::Display for ScriptedMode {
             ScriptedMode::Truncated { times } => opt(f, "truncated", times),
             ScriptedMode::Refusal => f.write_str("refusal"),
             ScriptedMode::Hang => f.write_str("hang"),
+            ScriptedMode::Context(n) => write!(f, "context:{n}"),
             ScriptedMode::Cycle(modes) => {
                 f.write_str("cycle:")?;
                 for (i, m) in modes.iter().enumerate() {
@@ -413,6 +420,7 @@ mod tests {
             "openai:m@https://h/v1#key=MY_KEY",
             "scripted:rate_limit:3:2",
             "scripted:slow:10",
+            "scripted:context:200",
             "scripted:cycle:rate_limit:0,http_500,malformed_json,slow:5,echo",
         ] {
             assert_eq!(p(s).to_string(), s);

@@ -140,6 +140,50 @@ async fn server_errors_are_retried_then_reported() {
 }
 
 #[tokio::test]
+async fn a_context_length_rejection_is_context_overflow_and_not_retried() {
+    for (code, body) in [
+        (
+            400,
+            r#"{"object":"error","message":"This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.","type":"BadRequestError","code":400}"#,
+        ),
+        (
+            400,
+            r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#,
+        ),
+        (
+            413,
+            r#"{"error":{"message":"too many tokens","code":"context_length_exceeded"}}"#,
+        ),
+    ] {
+        let s = FakeServer::start(Behavior::StatusBody {
+            code,
+            body: body.into(),
+            times: 100,
+        })
+        .await
+        .unwrap();
+        let e = model(&s, opts()).await.chat(&req("x")).await.unwrap_err();
+        assert_eq!(
+            (e.kind(), s.state.request_count()),
+            (ErrorKind::ContextOverflow, 1),
+            "{code}: {}",
+            e.message()
+        );
+        assert!(e.message().contains("longer context"), "{}", e.message());
+    }
+    // Another 400 stays fatal.
+    let s = FakeServer::start(Behavior::StatusBody {
+        code: 400,
+        body: r#"{"error":{"message":"unknown field `foo`"}}"#.into(),
+        times: 100,
+    })
+    .await
+    .unwrap();
+    let e = model(&s, opts()).await.chat(&req("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal);
+}
+
+#[tokio::test]
 async fn malformed_bodies_are_an_error_not_a_reply() {
     let s = FakeServer::start(Behavior::Malformed { times: 100 })
         .await

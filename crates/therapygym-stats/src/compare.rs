@@ -165,24 +165,37 @@ pub fn unpaired_difference_from_resamples(
 ) -> Result<Difference, StatsError> {
     check_finite(a)?;
     check_finite(b)?;
+    check_resample_pairs(resamples_a, resamples_b, a.len(), b.len())?;
+    let mut draws = Vec::with_capacity(resamples_a.len());
+    for (ia, ib) in resamples_a.iter().zip(resamples_b) {
+        if !ia.is_empty() && !ib.is_empty() {
+            draws.push(mean_at(b, ib) - mean_at(a, ia));
+        }
+    }
+    unpaired_result(a, b, draws, resamples_a.len(), level)
+}
+
+/// Resample index lists of two samples: as many for each, every index within its sample.
+pub(crate) fn check_resample_pairs(
+    resamples_a: &[Vec<usize>],
+    resamples_b: &[Vec<usize>],
+    n_a: usize,
+    n_b: usize,
+) -> Result<(), StatsError> {
     if resamples_a.len() != resamples_b.len() {
         return Err(StatsError::LengthMismatch {
             left: resamples_a.len(),
             right: resamples_b.len(),
         });
     }
-    let mut draws = Vec::with_capacity(resamples_a.len());
     for (ia, ib) in resamples_a.iter().zip(resamples_b) {
-        for (idx, n) in [(ia, a.len()), (ib, b.len())] {
+        for (idx, n) in [(ia, n_a), (ib, n_b)] {
             if let Some(&index) = idx.iter().find(|&&i| i >= n) {
                 return Err(StatsError::IndexOutOfRange { index, n_units: n });
             }
         }
-        if !ia.is_empty() && !ib.is_empty() {
-            draws.push(mean_at(b, ib) - mean_at(a, ia));
-        }
     }
-    unpaired_result(a, b, draws, resamples_a.len(), level)
+    Ok(())
 }
 
 fn unpaired_result(

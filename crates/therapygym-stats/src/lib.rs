@@ -17,6 +17,7 @@ mod bootstrap;
 mod compare;
 mod correlation;
 mod error;
+mod groups;
 mod icc;
 mod kappa;
 mod krippendorff;
@@ -40,6 +41,10 @@ pub use compare::{
 };
 pub use correlation::{kendall_tau_b, mae, pearson, rank_average, spearman};
 pub use error::StatsError;
+pub use groups::{
+    ALL_TIED, EMPTY_GROUP, GroupComparison, MannWhitney, auc, known_groups,
+    known_groups_from_resamples, mann_whitney_greater, normal_sf,
+};
 pub use icc::{IccResult, complete_units, icc_complete, icc2_1, icc3_1};
 pub use kappa::{KappaWeights, cohen_kappa_score, quadratic_weighted_kappa, scores_to_labels};
 pub use krippendorff::{Level, krippendorff_alpha};

@@ -3,8 +3,11 @@
 //! JSONL record: `{session_id, profile_id, epoch, seed, status, style, error, judge_hash,
 //! messages[{role, content}], judgment{ctrs{ITEM:{score, rationale}}, safety{LABEL:{flag,
 //! evidence}}, calibrated{ITEM: score}?, codes[{utterance, codes}]?, counts{CODE: n}?,
-//! derived{ID: value|null}?, derived_reasons{ID: why}?, unscored_reason}, reward, reward_error}`
-//! (`codes`, `counts` and `derived` for rubrics with behaviour codes or derived scores).
+//! derived{ID: value|null}?, derived_reasons{ID: why}?, unscored_reason}, reward, reward_error,
+//! labels{COL: value}?, annotations{COL: [value|null per message]}?}` (`codes`, `counts` and
+//! `derived` for rubrics with behaviour codes or derived scores; `labels` and `annotations` for
+//! dialogues imported from a CSV with `--label-col` / `--annotation-col`; the CSV then has
+//! `label:COL` columns and an `annotations` column of JSON).
 //! `judgment` is null for a session the chosen judge set has not judged; `unscored_reason` is
 //! null for a scored session; `error` says why a session failed; `judge_hash` names the
 //! judgment set the row's judgment comes from. The same records (messages only) are what
@@ -90,7 +93,7 @@ pub fn record_with(
         }
         v
     });
-    json!({
+    let mut rec = json!({
         "session_id": s.id,
         "profile_id": s.profile_id,
         "epoch": s.epoch,
@@ -103,7 +106,29 @@ pub fn record_with(
         "judgment": judgment,
         "reward": j.and_then(|j| j.reward),
         "reward_error": j.and_then(reward_error),
-    })
+    });
+    // An imported corpus's dialogue labels and per-message annotations, only where the import
+    // kept some (other records stay as they were).
+    if let Some(obj) = rec.as_object_mut() {
+        for key in ["labels", "annotations"] {
+            if let Some(v) = s.meta.get(key) {
+                obj.insert(key.into(), v.clone());
+            }
+        }
+    }
+    rec
+}
+
+/// The dialogue-label keys of the rows' imports (sorted), for the CSV's `label:KEY` columns.
+fn label_keys(rows: &[(SessionRecord, Option<JudgmentRow>)]) -> Vec<String> {
+    let mut keys: Vec<String> = rows
+        .iter()
+        .filter_map(|(s, _)| s.meta.get("labels").and_then(Value::as_object))
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 pub fn record(s: &SessionRecord, j: Option<&JudgmentRow>) -> Value {
@@ -218,6 +243,14 @@ pub fn csv_in(
     header.extend(cols.codes.iter().cloned());
     header.extend(cols.derived.iter().cloned());
     header.extend(cols.labels.iter().cloned());
+    let dialogue_labels = label_keys(rows);
+    header.extend(dialogue_labels.iter().map(|k| format!("label:{k}")));
+    let annotated = rows
+        .iter()
+        .any(|(s, _)| s.meta.get("annotations").is_some());
+    if annotated {
+        header.push("annotations".into());
+    }
     header.push("messages".into());
     let mut out = header.join(",");
     out.push('\n');
@@ -260,6 +293,12 @@ pub fn csv_in(
                     .map(|x| u8::from(x).to_string())
                     .unwrap_or_default(),
             );
+        }
+        for k in &dialogue_labels {
+            cells.push(text(&rec["labels"][k]));
+        }
+        if annotated {
+            cells.push(text(&rec["annotations"]));
         }
         cells.push(rec["messages"].to_string());
         let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();

@@ -26,6 +26,12 @@ pub enum Behavior {
     RateLimit { secs: u64, times: usize },
     /// The first `times` requests get this status.
     Status { code: u16, times: usize },
+    /// The first `times` requests get this status with this body (a server's own wording).
+    StatusBody {
+        code: u16,
+        body: String,
+        times: usize,
+    },
     /// The first `times` requests get a 200 whose body is not a chat completion.
     Malformed { times: usize },
     /// Never answer.
@@ -198,6 +204,10 @@ async fn handle(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: S
         Behavior::Status { code, times } if n < times => {
             let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (code, r#"{"error":{"message":"injected failure"}}"#).into_response()
+        }
+        Behavior::StatusBody { code, body, times } if n < times => {
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, [("content-type", "application/json")], body).into_response()
         }
         Behavior::Malformed { times } if n < times => {
             (StatusCode::OK, "<html>not json</html>").into_response()

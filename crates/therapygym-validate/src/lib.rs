@@ -10,6 +10,10 @@
 //!    expert-vs-expert agreement, the session-level correlation, per safety label metrics, judge
 //!    bias, and percentile bootstrap CIs over dialogues. [`render_text`] prints it as tables.
 //! 4. [`fit_calibration`] fits the isotonic judge-to-consensus map per item.
+//! 5. [`known_groups_report`] (`--known-groups LABEL=HIGH>LOW`) needs no expert ratings: on a
+//!    run imported from a labelled corpus, it asks whether each score separates the dialogues
+//!    labelled HIGH from those labelled LOW (AUC, Cliff's δ, Mann–Whitney), and sets the judge's
+//!    behaviour counts against the corpus's annotations.
 //!
 //! Each statistic matches a named reference implementation (scipy, scikit-learn, the PyPI
 //! `krippendorff` package, pingouin) to 1e-9: `tests/reference.rs` checks whole reports against
@@ -17,9 +21,9 @@
 //! never NaN and never 0. Definitions: docs/validate.md.
 
 mod calibrate;
-mod csv;
 mod dataset;
 mod error;
+mod known_groups;
 mod ratings;
 mod report;
 mod text;
@@ -27,6 +31,10 @@ mod text;
 pub use calibrate::{CALIBRATION_VERSION, CalibrationFit, Skipped, fit_calibration, fitted_on};
 pub use dataset::{Cell, Counts, Dataset, JudgeSource, RunCounts, RunJudgments, load_run};
 pub use error::ValidateError;
+pub use known_groups::{
+    AnnotationMap, CodeAgreement, GroupRow, GroupSpec, KnownGroupsReport, known_groups_report,
+    render_known_groups,
+};
 pub use ratings::{
     Catalog, CatalogItem, Dimension, Layout, RaterKind, RatingRow, RatingsFile, parse_ratings,
     read_ratings,

@@ -11,8 +11,8 @@ use serde_json::Value;
 use therapygym_core::error::{Problems, read_to_string};
 use therapygym_core::{DataError, Location, Rubric, Taxonomy};
 
-use crate::csv;
 use crate::error::ValidateError;
+use therapygym_core::csv;
 
 /// Column names (and their §5.3 aliases) of the long format.
 pub const DIALOGUE_KEYS: [&str; 2] = ["dialogue_id", "session_id"];

@@ -6,17 +6,48 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use therapygym_validate::stats::BootstrapConfig;
 use therapygym_validate::{
-    Catalog, Dataset, Resampling, fit_calibration, load_run, read_ratings, render_text, validate,
+    AnnotationMap, Catalog, Dataset, KnownGroupsReport, Resampling, fit_calibration,
+    known_groups_report, load_run, read_ratings, render_known_groups, render_text, validate,
 };
 
 use crate::cli::ValidateArgs;
 use crate::ui;
 
+/// `--known-groups` on `--run`: the report, and whether it is all that was asked.
+fn known_groups(a: &ValidateArgs) -> anyhow::Result<Option<KnownGroupsReport>> {
+    let (Some(spec), Some(dir)) = (&a.known_groups, &a.run) else {
+        return Ok(None);
+    };
+    let map = AnnotationMap::parse(&a.annotation_map).map_err(anyhow::Error::msg)?;
+    let fallback = match &a.rubric {
+        Some(p) => therapygym_core::builtin::load_rubric(p)?,
+        None => therapygym_core::builtin::rubric()?,
+    };
+    let config = BootstrapConfig::new(a.bootstrap, a.seed);
+    Ok(Some(known_groups_report(
+        dir,
+        a.judge_hash.as_deref(),
+        spec,
+        &map,
+        &fallback,
+        &config,
+    )?))
+}
+
 pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let path = a
-        .ratings
-        .or(a.file)
-        .context("no ratings file: give it as `--ratings FILE`")?;
+    let groups = known_groups(&a)?;
+    let path = match (a.ratings.clone().or(a.file.clone()), &groups) {
+        (Some(p), _) => p,
+        (None, Some(g)) => {
+            if a.json {
+                ui::json(&serde_json::json!({ "known_groups": g }));
+            } else {
+                ui::out(render_known_groups(g).trim_end());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        (None, None) => anyhow::bail!("no ratings file: give it as `--ratings FILE`"),
+    };
     let catalog = Catalog::load(a.rubric.as_deref(), a.taxonomy.as_deref())?;
     let file = read_ratings(&path, &catalog)?;
     let ds = match &a.run {
@@ -91,9 +122,16 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
         if let (Some(c), Some(obj)) = (calibration, v.as_object_mut()) {
             obj.insert("calibration".to_owned(), c);
         }
+        if let (Some(g), Some(obj)) = (&groups, v.as_object_mut()) {
+            obj.insert("known_groups".to_owned(), serde_json::to_value(g)?);
+        }
         ui::json(&v);
     } else {
         ui::out(render_text(&report).trim_end());
+        if let Some(g) = &groups {
+            ui::out("");
+            ui::out(render_known_groups(g).trim_end());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use therapygym_core::{DataError, Location};
+use crate::{DataError, Location};
 
 /// One record and the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CsvRecord {
+pub struct CsvRecord {
     pub line: usize,
     pub fields: Vec<String>,
 }
@@ -23,7 +23,7 @@ fn at(path: &Path, line: usize) -> Location {
 
 /// Splits `text` into records. Errors name the file and line: an unterminated quoted field, a
 /// character after a closing quote, or a quote inside an unquoted field.
-pub(crate) fn parse(text: &str, path: &Path) -> Result<Vec<CsvRecord>, DataError> {
+pub fn parse(text: &str, path: &Path) -> Result<Vec<CsvRecord>, DataError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut records = Vec::new();
     let mut fields: Vec<String> = Vec::new();
