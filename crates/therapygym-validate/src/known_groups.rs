@@ -132,7 +132,10 @@ pub struct KnownGroupsReport {
     pub n_unscored: usize,
     pub bootstrap: BootstrapInfo,
     pub rows: Vec<GroupRow>,
-    /// Empty unless the import kept annotations and the rubric has behaviour codes.
+    /// The per-utterance annotation columns the import kept (sorted).
+    pub annotation_columns: Vec<String>,
+    /// One entry per behaviour code the annotations speak of (named by `--annotation-map`, or
+    /// given at least once); empty without annotations or codes.
     pub behaviour: Vec<CodeAgreement>,
 }
 
@@ -274,7 +277,20 @@ pub fn known_groups_report(
         .iter()
         .map(|(m, _)| m.annotations.map(|a| annotated_counts(a, map, &rubric)))
         .collect();
-    let any_annotations = annotated.iter().any(Option::is_some);
+    // Codes the annotation scheme speaks of: those the map names and those it gave. A code
+    // no annotation can produce would only show a column of zeros.
+    let covered: BTreeSet<&str> = map
+        .entries
+        .values()
+        .flatten()
+        .map(String::as_str)
+        .chain(
+            annotated
+                .iter()
+                .flatten()
+                .flat_map(|a| a.iter().filter(|(_, n)| **n > 0).map(|(c, _)| c.as_str())),
+        )
+        .collect();
     for code in &rubric.codes {
         let judge = scored
             .iter()
@@ -284,7 +300,7 @@ pub fn known_groups_report(
             })
             .collect();
         push(&code.id, "code", judge)?;
-        if any_annotations {
+        if covered.contains(code.id.as_str()) {
             let corpus = scored
                 .iter()
                 .zip(&annotated)
@@ -305,22 +321,24 @@ pub fn known_groups_report(
     }
 
     let mut behaviour = Vec::new();
-    if any_annotations {
-        for code in &rubric.codes {
-            let pairs: Vec<(f64, f64)> = scored
-                .iter()
-                .zip(&annotated)
-                .filter_map(|((_, j), a)| {
-                    let a = a.as_ref()?;
-                    let judge = rubric.code_counts(j).get(&code.id).copied().unwrap_or(0);
-                    Some((
-                        f64::from(judge),
-                        a.get(&code.id).copied().unwrap_or(0) as f64,
-                    ))
-                })
-                .collect();
-            behaviour.push(code_agreement(&code.id, &pairs, config)?);
-        }
+    for code in rubric
+        .codes
+        .iter()
+        .filter(|c| covered.contains(c.id.as_str()))
+    {
+        let pairs: Vec<(f64, f64)> = scored
+            .iter()
+            .zip(&annotated)
+            .filter_map(|((_, j), a)| {
+                let a = a.as_ref()?;
+                let judge = rubric.code_counts(j).get(&code.id).copied().unwrap_or(0);
+                Some((
+                    f64::from(judge),
+                    a.get(&code.id).copied().unwrap_or(0) as f64,
+                ))
+            })
+            .collect();
+        behaviour.push(code_agreement(&code.id, &pairs, config)?);
     }
 
     Ok(KnownGroupsReport {
@@ -339,6 +357,13 @@ pub fn known_groups_report(
             level: config.level,
         },
         rows,
+        annotation_columns: members
+            .iter()
+            .filter_map(|m| m.annotations)
+            .flat_map(|a| a.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         behaviour,
     })
 }
@@ -475,6 +500,18 @@ fn fmt_ci(low: &Stat, high: &Stat) -> String {
 
 /// The report as text tables.
 pub fn render_known_groups(r: &KnownGroupsReport) -> String {
+    let text = render_padded(r);
+    let mut out: String = text
+        .lines()
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect();
+    if !text.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
+fn render_padded(r: &KnownGroupsReport) -> String {
     let mut out = format!(
         "Known groups: {label}={high} ({n_high} dialogues) > {label}={low} ({n_low}); judgment set {hash}, rubric {rubric}\n",
         label = r.label,
@@ -519,6 +556,14 @@ pub fn render_known_groups(r: &KnownGroupsReport) -> String {
                 .value()
                 .map(|p| format!("{p:.4}"))
                 .unwrap_or_else(|| "–".into()),
+        ));
+    }
+    let has_codes = r.rows.iter().any(|x| x.kind == "code");
+    if has_codes && r.behaviour.is_empty() && !r.annotation_columns.is_empty() {
+        out.push_str(&format!(
+            "\nThe import kept annotations ({}), but none of their values is a behaviour code of {}: map them with --annotation-map COLUMN:VALUE=CODE\n",
+            r.annotation_columns.join(", "),
+            r.rubric
         ));
     }
     if !r.behaviour.is_empty() {
