@@ -219,6 +219,19 @@ fn unknown_labels_values_and_codes_are_clear_errors() {
         assert_eq!(o.status.code(), Some(2), "{spec} {extra:?}");
         assert!(stderr(&o).contains(want), "want {want:?}: {}", stderr(&o));
     }
+    // The expert-rating outputs need a ratings file.
+    let o = validate(
+        d.path(),
+        "mi_quality=high>low",
+        &["--html", "kg.html"],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("add `--ratings FILE`"),
+        "{}",
+        stderr(&o)
+    );
     // --known-groups needs a run.
     let o = run(
         &["validate", "--known-groups", "mi_quality=high>low"],

@@ -39,6 +39,11 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     let path = match (a.ratings.clone().or(a.file.clone()), &groups) {
         (Some(p), _) => p,
         (None, Some(g)) => {
+            if a.html.is_some() || a.fit_calibration.is_some() {
+                bail!(
+                    "--html and --fit-calibration compare the judge with expert ratings: add `--ratings FILE`"
+                );
+            }
             if a.json {
                 ui::json(&serde_json::json!({ "known_groups": g }));
             } else {
