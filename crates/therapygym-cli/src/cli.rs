@@ -411,6 +411,10 @@ pub struct ServeArgs {
     /// Calls in flight to the judge model.
     #[arg(long, default_value_t = 16)]
     pub judge_concurrency: usize,
+    /// Longest single judge call in seconds: a hung judge is abandoned, retried, then the
+    /// episode is unscored. [default: 120; 3600 for a local judge]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub judge_timeout_s: Option<u64>,
     /// A file holding the bearer token every route but /healthz requires (else the
     /// THERAPYGYM_SERVE_TOKEN environment variable; required when --addr is not loopback).
     #[arg(long, value_name = "FILE")]

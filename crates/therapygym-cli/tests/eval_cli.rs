@@ -417,3 +417,96 @@ fn an_evaluation_on_the_embedded_model_end_to_end() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).trim().is_empty());
 }
+
+/// Patient and judge fail transiently and permanently in one run, each fault pinned to a
+/// profile by its text (`when:`): Daniel's patient fails for good (HTTP 400), Amara's session
+/// carries a marker the judge answers with garbage (unscored after one re-ask), and every other
+/// patient and judge call fails once and succeeds on retry. The summary's counts of failed,
+/// unscored and retried sessions are exact, and a resume re-runs only the failed session.
+#[test]
+fn eval_counts_retried_failed_and_unscored_sessions_exactly_and_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    let run_dir = d.path().join("faults");
+    let args = [
+        "eval",
+        "--limit",
+        "4",
+        "--turns",
+        "2",
+        "--json",
+        "--therapist",
+        "scripted:echo",
+        "--patient",
+        "scripted:when:Daniel=fatal;Amara=fixed:FAULTMARK I keep losing sleep.;*=flaky:1",
+        "--judge",
+        "scripted:when:FAULTMARK=malformed_json;*=flaky:1",
+        "--judge-retries",
+        "1",
+        "--max-unscored-rate",
+        "1.0",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ];
+    let o = run(&args, d.path());
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a failed session fails the run's gate"
+    );
+    assert!(stderr(&o).contains("1 session(s) failed"), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        s["sessions"],
+        serde_json::json!({"planned": 4, "completed": 3, "failed": 1, "unscored": 1, "unjudged": 0})
+    );
+    assert_eq!(
+        s["failure_reasons"],
+        serde_json::json!({"patient: scripted permanent error (HTTP 400)": 1})
+    );
+    assert_eq!(
+        s["unscored_reasons"],
+        serde_json::json!({"parse_failure": 1})
+    );
+    // Every patient reply of Hiroshi's and Lucía's sessions came on its second attempt; the
+    // permanent error is not retried; the judge re-asked Amara's once and retried the other two.
+    let flaky_patient_calls = count(
+        &run_dir,
+        "SELECT COUNT(*) FROM messages m JOIN sessions s ON s.id = m.session_id
+         WHERE m.speaker = 'patient' AND s.profile_id IN ('tg-003', 'tg-004')",
+    );
+    assert!(flaky_patient_calls >= 2, "{flaky_patient_calls}");
+    let want = serde_json::json!({"therapist": 0, "patient": flaky_patient_calls, "judge": 3, "retried_sessions": 3});
+    assert_eq!(s["retries"], want);
+
+    // The resume runs the failed session again (it fails again, for good) and nothing else.
+    let before = sessions(&run_dir);
+    let o = run(
+        &["eval", "--resume", run_dir.to_str().unwrap(), "--json"],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["sessions"], s["sessions"]);
+    assert_eq!(r["retries"], want, "counts are exact after the resume");
+    assert_eq!(r["attempts"], 2);
+    let after = sessions(&run_dir);
+    assert_eq!(after.len(), 4, "every planned session exactly once");
+    for row in before.iter().filter(|r| r.1 == "completed") {
+        assert!(after.contains(row), "{row:?} was redone");
+    }
+    let daniel: Vec<_> = after.iter().filter(|r| r.1 == "failed").collect();
+    assert_eq!(daniel.len(), 1);
+    assert!(daniel[0].0.starts_with("tg-001"), "{daniel:?}");
+    assert_eq!(daniel[0].2, 2, "run again by the resume");
+    assert_eq!(count(&run_dir, "SELECT COUNT(*) FROM judgments"), 3);
+    // The text summary says the same.
+    let o = run(&["eval", "--resume", run_dir.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "retries: 3 session(s) retried · therapist 0 · patient {flaky_patient_calls} · judge 3"
+        )),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -441,7 +441,7 @@ fn refused(status: u16, body: &Value, want: u16) {
 }
 
 /// Several clients send a bounded mix of valid and malformed requests while the judge answers
-/// 429s, 500s, garbage, refusals, out-of-range scores and slow replies in turn: the service
+/// 429s, 500s, garbage, refusals, out-of-range scores, slow replies and hangs in turn: the service
 /// stays up, its RSS stays under [`LOAD_RSS_BOUND_KB`], every valid episode ends scored or
 /// explicitly unscored, and `/metrics` and the run store count exactly what the clients saw.
 #[test]
@@ -450,7 +450,7 @@ fn serve_under_load_and_a_faulty_judge_stays_up_and_counts_what_clients_saw() {
     use std::sync::{Arc, Mutex};
     const CLIENTS: usize = 6;
     const ROUNDS: usize = 12;
-    let judge = "scripted:cycle:rate_limit:0,echo,http_500,malformed_json,slow:30,echo,refusal,echo,out_of_range";
+    let judge = "scripted:cycle:rate_limit:0,echo,http_500,malformed_json,slow:30,echo,hang,refusal,echo,out_of_range";
     let d = tempfile::tempdir().unwrap();
     let run_dir = d.path().join("load");
     let svc = serve(
@@ -460,6 +460,9 @@ fn serve_under_load_and_a_faulty_judge_stays_up_and_counts_what_clients_saw() {
             "--judge",
             judge,
             "--judge-retries",
+            "1",
+            // A hung judge call is abandoned after a second and retried (`hang` in the cycle).
+            "--judge-timeout-s",
             "1",
             "--out",
             run_dir.to_str().unwrap(),

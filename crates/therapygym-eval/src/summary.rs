@@ -3,7 +3,7 @@
 //! tokens and wall time per role.
 //! Computed from the store, so it covers every attempt of a resumed run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use therapygym_core::{Judgment, Verdict};
@@ -23,6 +23,18 @@ pub struct SessionCounts {
     pub unscored: u64,
     /// Completed sessions not judged yet (an interrupted judging pass).
     pub unjudged: u64,
+}
+
+/// Retries over the planned sessions: transport retries of therapist and patient calls
+/// (attempts beyond the first, failed calls included, from each session's meta) and, for this
+/// judgment set, the judge's re-asks and transport retries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryCounts {
+    pub therapist: u64,
+    pub patient: u64,
+    pub judge: u64,
+    /// Sessions with at least one retry of any role.
+    pub retried_sessions: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +129,8 @@ pub struct Summary {
     pub failure_reasons: BTreeMap<String, u64>,
     pub unscored_rate: Option<f64>,
     pub unscored_reasons: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub retries: RetryCounts,
     /// The rubric of the judgment set (`id/version`).
     #[serde(default)]
     pub rubric: Option<String>,
@@ -414,6 +428,7 @@ pub fn summarize(
         tally.add(judgments.get(*id));
     }
     let judged = completed.len() as u64 - tally.unjudged;
+    let retries = retry_counts(store, &judgments, &in_plan)?;
     Ok(Summary {
         run_dir: store.dir().display().to_string(),
         judge_hash: judge_hash.to_string(),
@@ -433,6 +448,7 @@ pub fn summarize(
             Some(tally.unscored as f64 / judged as f64)
         },
         unscored_reasons: tally.reasons.clone(),
+        retries,
         rubric: Some(assets.rubric.version_id()),
         ctrs: tally.ctrs(),
         measures: tally.measures(),
@@ -447,6 +463,43 @@ pub fn summarize(
         attempts: store.attempts()?,
         usage: store.usage_by_role(judge_hash)?,
     })
+}
+
+fn retry_counts(
+    store: &RunStore,
+    judgments: &BTreeMap<String, JudgmentRow>,
+    in_plan: &dyn Fn(&str) -> bool,
+) -> Result<RetryCounts, RunError> {
+    let mut out = RetryCounts::default();
+    let mut retried: BTreeSet<&str> = BTreeSet::new();
+    let sessions = store.session_retries()?;
+    for (id, r) in sessions.iter().filter(|(id, _)| in_plan(id)) {
+        let therapist = r["therapist"].as_u64().unwrap_or(0);
+        let patient = r["patient"].as_u64().unwrap_or(0);
+        out.therapist += therapist;
+        out.patient += patient;
+        if therapist + patient > 0 {
+            retried.insert(id);
+        }
+    }
+    for (id, row) in judgments.iter().filter(|(id, _)| in_plan(id)) {
+        // Per sample: re-asks (attempts beyond the first) and transport retries.
+        let reasks: u64 = row.record["samples"].as_array().map_or(0, |samples| {
+            samples
+                .iter()
+                .map(|x| {
+                    x["attempts"].as_u64().unwrap_or(1).saturating_sub(1)
+                        + x["transport_retries"].as_u64().unwrap_or(0)
+                })
+                .sum()
+        });
+        out.judge += reasks;
+        if reasks > 0 {
+            retried.insert(id);
+        }
+    }
+    out.retried_sessions = retried.len() as u64;
+    Ok(out)
 }
 
 /// A failed session's error as a reason shared by sessions that failed alike: the profile id,

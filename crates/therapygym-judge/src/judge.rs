@@ -54,6 +54,14 @@ pub struct SampleRecord {
     /// Completion tokens over every reply of the sample (re-asks included).
     #[serde(default)]
     pub completion_tokens: u64,
+    /// Transport retries inside the sample's calls (429s, 5xx, timeouts: attempts beyond the
+    /// first of each call), beside `attempts`, which counts re-asks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transport_retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Everything the judge produced for one session.
@@ -249,6 +257,7 @@ impl Judge {
             ChatMessage::user(user.to_string()),
         ];
         let mut attempts = 0;
+        let mut transport_retries = 0u32;
         let mut usage = Usage::default();
         let mut last: Option<(Invalid, Option<String>)> = None;
         while attempts <= self.config.retries {
@@ -263,7 +272,10 @@ impl Judge {
                     stop: Vec::new(),
                 })
                 .with_schema("therapy_judgement", schema.clone());
-            let (text, truncated) = match self.model.chat(&req).await {
+            let reply = self.model.chat(&req).await;
+            let tries = therapygym_models::call_attempts(&reply);
+            transport_retries = transport_retries.saturating_add(tries.saturating_sub(1));
+            let (text, truncated) = match reply {
                 Ok(resp) => {
                     usage.add(resp.prompt_tokens, resp.completion_tokens);
                     let truncated = resp.finish_reason == FinishReason::Length;
@@ -298,6 +310,7 @@ impl Judge {
                                 latency_ms: ms(started),
                                 prompt_tokens: usage.prompt,
                                 completion_tokens: usage.completion,
+                                transport_retries,
                             };
                         }
                     }
@@ -312,6 +325,7 @@ impl Judge {
                         latency_ms: ms(started),
                         prompt_tokens: usage.prompt,
                         completion_tokens: usage.completion,
+                        transport_retries,
                     };
                 }
                 Err(invalid) => {
@@ -353,6 +367,7 @@ impl Judge {
             latency_ms: ms(started),
             prompt_tokens: usage.prompt,
             completion_tokens: usage.completion,
+            transport_retries,
         }
     }
 }
@@ -739,6 +754,7 @@ mod tests {
             latency_ms: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
+            transport_retries: 0,
         };
         let unscored = SampleRecord {
             verdict: Verdict::Unscored {
@@ -750,6 +766,7 @@ mod tests {
             latency_ms: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
+            transport_retries: 0,
         };
         let r = aggregate(vec![scored(2), unscored.clone(), scored(6)], 0);
         let j = r.verdict.judgment().unwrap();

@@ -190,6 +190,14 @@ pub fn kind_for_status(status: u16) -> ErrorKind {
     }
 }
 
+/// Attempts one logical call took, whether it succeeded or not (1 = no retry).
+pub fn call_attempts(r: &Result<crate::ChatResponse, ModelError>) -> u32 {
+    match r {
+        Ok(resp) => resp.attempts,
+        Err(e) => e.attempts(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ mod spec;
 mod util;
 
 pub use backend::{BackendInfo, ChatBackend};
-pub use error::{ErrorKind, ModelError, TimeoutScope, kind_for_status};
+pub use error::{ErrorKind, ModelError, TimeoutScope, call_attempts, kind_for_status};
 pub use model::{Model, ModelOptions, ModelStats, open_model};
 pub use openai::{
     ApiKey, MAX_REPLY_BYTES, OpenAiBackend, StructuredMode, http_client, parse_completion,

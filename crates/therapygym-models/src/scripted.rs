@@ -93,8 +93,16 @@ impl ChatBackend for ScriptedBackend {
         let started = Instant::now();
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let ok = |text: String| Ok(respond(req, text, FinishReason::Stop, started));
+        // `when` picks a mode by the request's text.
+        let mode = match &self.mode {
+            ScriptedMode::When { rules, otherwise } => rules
+                .iter()
+                .find(|(needle, _)| req.messages.iter().any(|m| m.content.contains(needle)))
+                .map_or(otherwise.as_ref(), |(_, mode)| mode),
+            mode => mode,
+        };
         // A cycle plays its modes in turn, each as if it had no count (always misbehaves).
-        let (mode, call) = match &self.mode {
+        let (mode, call) = match mode {
             ScriptedMode::Cycle(modes) if !modes.is_empty() => {
                 (&modes[call as usize % modes.len()], 0)
             }
@@ -197,8 +205,15 @@ impl ChatBackend for ScriptedBackend {
                 tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
                 Err(ModelError::new(ErrorKind::Transient, "scripted hang ended"))
             }
-            // Only an empty cycle gets here (parsing refuses one): behave.
-            ScriptedMode::Cycle(_) => ok(self.good_reply(req, Fault::None)),
+            ScriptedMode::Fatal => Err(ModelError::new(
+                ErrorKind::Fatal,
+                "scripted permanent error (HTTP 400)",
+            )
+            .with_status(400)),
+            // Only an empty cycle or a nested `when` gets here (parsing refuses both): behave.
+            ScriptedMode::Cycle(_) | ScriptedMode::When { .. } => {
+                ok(self.good_reply(req, Fault::None))
+            }
         }
     }
 
@@ -309,5 +324,41 @@ mod tests {
             b.complete(&r).await.unwrap().finish_reason,
             FinishReason::Length
         );
+    }
+
+    #[tokio::test]
+    async fn when_picks_the_mode_by_the_request_text_and_fatal_is_permanent() {
+        let mode: ScriptedMode = "when:sleep=fatal;Maya=fixed:hi;*=flaky:1".parse().unwrap();
+        assert_eq!(
+            mode.to_string(),
+            "when:sleep=fatal;Maya=fixed:hi;*=flaky:1",
+            "display round-trips"
+        );
+        let b = ScriptedBackend::new(mode);
+        let e = b.complete(&req()).await.unwrap_err();
+        assert_eq!((e.kind(), e.status()), (ErrorKind::Fatal, Some(400)));
+        assert!(!e.is_retryable());
+        // The needle may sit in any message, the system prompt included.
+        let maya = ChatRequest::new(vec![
+            ChatMessage::system("You are Maya."),
+            ChatMessage::user("hello"),
+        ]);
+        assert_eq!(b.complete(&maya).await.unwrap().text, "hi");
+        let other = ChatRequest::new(vec![ChatMessage::user("other")]);
+        assert_eq!(b.complete(&other).await.unwrap_err().status(), Some(503));
+        assert_eq!(b.complete(&other).await.unwrap().text, "other");
+        for bad in [
+            "when:",
+            "when:x",
+            "when:=echo",
+            "when:a=echo;*=echo;*=fatal",
+            "when:a=when:b=echo",
+            "when:a=nope",
+        ] {
+            assert!(bad.parse::<ScriptedMode>().is_err(), "{bad}");
+        }
+        // Without a `*` rule the rest echo.
+        let b = ScriptedBackend::new("when:zzz=fatal".parse().unwrap());
+        assert_eq!(b.complete(&req()).await.unwrap().text, "I can't sleep.");
     }
 }

@@ -74,6 +74,16 @@ pub enum ScriptedMode {
     /// Like `echo`, but a prompt of more than this many words fails with `context_overflow`,
     /// as a model with a small context window does.
     Context(u32),
+    /// A permanent error (HTTP 400, not retried): a request the endpoint will never accept.
+    Fatal,
+    /// The first rule whose needle occurs in the request's text (any message) picks the mode,
+    /// else the `*` rule (`echo` when there is none):
+    /// `when:Daniel=fatal;Maya=malformed_json;*=flaky:1`, so one run can hold sessions that
+    /// fail in different ways. Needles cannot contain `;` or `=`; rules cannot nest `when`.
+    When {
+        rules: Vec<(String, ScriptedMode)>,
+        otherwise: Box<ScriptedMode>,
+    },
     /// Call k (of this model) behaves as mode k mod n of the list, each mode without its own
     /// count (`cycle:rate_limit:0,http_500,malformed_json,echo`): a mix of faults under load.
     /// Modes inside a cycle cannot contain commas, nor be cycles.
@@ -201,7 +211,8 @@ impl fmt::Display for ModelSpec {
 }
 
 const SCRIPTED_MODES: &str = "echo, fixed:TEXT, slow:MS, flaky:N, rate_limit[:SECS[:N]], http_500[:N], \
-malformed_json[:N], out_of_range[:N], missing_item[:N], truncated[:N], refusal, hang, context:WORDS, cycle:MODE,MODE,…";
+malformed_json[:N], out_of_range[:N], missing_item[:N], truncated[:N], refusal, hang, context:WORDS, fatal, \
+cycle:MODE,MODE,…, when:NEEDLE=MODE;…;*=MODE";
 
 impl FromStr for ScriptedMode {
     type Err = String;
@@ -265,6 +276,8 @@ impl FromStr for ScriptedMode {
             "context" => ScriptedMode::Context(
                 u32::try_from(num("a context size in words")?).map_err(|e| e.to_string())?,
             ),
+            "fatal" => ScriptedMode::Fatal,
+            "when" => parse_when(arg.unwrap_or(""))?,
             "cycle" => {
                 let list = arg.unwrap_or("");
                 let modes = list
@@ -293,6 +306,38 @@ impl FromStr for ScriptedMode {
     }
 }
 
+/// `NEEDLE=MODE;…;*=MODE` (see [`ScriptedMode::When`]).
+fn parse_when(list: &str) -> Result<ScriptedMode, String> {
+    let mut rules = Vec::new();
+    let mut otherwise = None;
+    for rule in list.split(';').filter(|r| !r.trim().is_empty()) {
+        let Some((needle, mode)) = rule.split_once('=') else {
+            return Err(format!(
+                "`when:{list}`: rule `{rule}` needs the form NEEDLE=MODE (or *=MODE)"
+            ));
+        };
+        let mode: ScriptedMode = mode.trim().parse()?;
+        if matches!(mode, ScriptedMode::When { .. }) {
+            return Err(format!("`when:{list}`: a rule cannot hold another `when`"));
+        }
+        match needle {
+            "*" if otherwise.is_some() => {
+                return Err(format!("`when:{list}`: more than one `*` rule"));
+            }
+            "*" => otherwise = Some(mode),
+            "" => return Err(format!("`when:{list}`: a rule has an empty needle")),
+            n => rules.push((n.to_string(), mode)),
+        }
+    }
+    if rules.is_empty() {
+        return Err("`when` needs rules, e.g. `when:Daniel=fatal;*=flaky:1`".into());
+    }
+    Ok(ScriptedMode::When {
+        rules,
+        otherwise: Box::new(otherwise.unwrap_or(ScriptedMode::Echo)),
+    })
+}
+
 impl fmt::Display for ScriptedMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opt = |f: &mut fmt::Formatter<'_>, name: &str, t: &Option<u32>| match t {
@@ -317,6 +362,14 @@ impl fmt::Display for ScriptedMode {
             ScriptedMode::Refusal => f.write_str("refusal"),
             ScriptedMode::Hang => f.write_str("hang"),
             ScriptedMode::Context(n) => write!(f, "context:{n}"),
+            ScriptedMode::Fatal => f.write_str("fatal"),
+            ScriptedMode::When { rules, otherwise } => {
+                f.write_str("when:")?;
+                for (needle, mode) in rules {
+                    write!(f, "{needle}={mode};")?;
+                }
+                write!(f, "*={otherwise}")
+            }
             ScriptedMode::Cycle(modes) => {
                 f.write_str("cycle:")?;
                 for (i, m) in modes.iter().enumerate() {

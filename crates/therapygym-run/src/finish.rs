@@ -36,8 +36,14 @@ pub fn record_of(
     error: Option<String>,
     duration_ms: u64,
     attempt: u32,
-    meta: Value,
+    mut meta: Value,
 ) -> SessionRecord {
+    // Retries are kept with the session (summary: `retries`), only when there were any.
+    if s.retries.total() > 0
+        && let (Some(obj), Ok(r)) = (meta.as_object_mut(), serde_json::to_value(s.retries))
+    {
+        obj.insert("retries".into(), r);
+    }
     SessionRecord {
         id: session_id(&s.profile_id, epoch),
         profile_id: s.profile_id.clone(),

@@ -116,6 +116,33 @@ fn io(path: &Path, e: std::io::Error) -> RunError {
     RunError::Invalid(format!("{}: {e}", path.display()))
 }
 
+/// Removes the staging folders (`.therapygym-PID-TAG.creating` / `.inputs`) of creations whose
+/// process is gone (killed between staging and commit). Only where `/proc` tells which
+/// processes live; a folder of a live process, or of an unknown name, is left alone.
+fn sweep_abandoned(parent: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".therapygym-")) else {
+            continue;
+        };
+        let staged = rest.ends_with(".creating") || rest.ends_with(".inputs");
+        let pid = rest
+            .split_once('-')
+            .and_then(|(p, _)| p.parse::<u32>().ok());
+        if let (true, Some(pid)) = (staged, pid)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A run being created: its input files are written (so the run's data can be loaded from
 /// exactly the bytes the run will keep) but nothing is visible under the target name yet.
 #[derive(Debug)]
@@ -142,7 +169,9 @@ impl Staged {
         }
         let parent = out.parent();
         std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-        let tag = uuid::Uuid::now_v7().simple().to_string();
+        sweep_abandoned(&parent);
+        // The creator's pid in the name lets a later creation remove what a killed one left.
+        let tag = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         let staged = Staged {
             inputs_root: parent.join(format!(".therapygym-{tag}.inputs")),
             stage: parent.join(format!(".therapygym-{tag}.creating")),
@@ -318,5 +347,36 @@ mod tests {
         dirs.sort();
         dirs.dedup();
         assert_eq!(dirs.len(), 3, "{dirs:?}");
+    }
+
+    #[test]
+    fn a_new_creation_removes_what_a_killed_one_left_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        // A pid above the kernel's maximum (4,194,304) cannot be running.
+        let dead = [
+            ".therapygym-99999999-ab.creating",
+            ".therapygym-99999999-ab.inputs",
+        ];
+        let alive = format!(".therapygym-{}-cd.creating", std::process::id());
+        for n in dead
+            .iter()
+            .copied()
+            .chain([alive.as_str(), ".therapygym-old.creating", "keep"])
+        {
+            std::fs::create_dir(d.path().join(n)).unwrap();
+        }
+        let s = Staged::new(
+            OutDir::Given(d.path().join("run")),
+            &InputFiles::default(),
+            "",
+        )
+        .unwrap();
+        drop(s);
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [alive.as_str(), ".therapygym-old.creating", "keep"]);
     }
 }

@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub retry: RetryPolicy,
     pub patient_concurrency: usize,
     pub judge_concurrency: usize,
+    /// Longest single judge attempt (`--judge-timeout-s`); a hung judge call is abandoned and
+    /// retried, then unscored. None: the role's default (120 s remote, 1 h local).
+    pub judge_timeout: Option<Duration>,
     /// Bytes of scored judge records kept in memory (keyed by transcript and judge seed) for
     /// idempotent scoring, counted as their JSON size plus 256 bytes per entry; the oldest go
     /// first.
@@ -160,6 +163,7 @@ impl Default for ServerConfig {
             retry: RetryPolicy::default(),
             patient_concurrency: 8,
             judge_concurrency: 16,
+            judge_timeout: None,
             score_cache_bytes: 64 * 1024 * 1024,
             auth_token: None,
             policy_url_allow: Vec::new(),
@@ -192,6 +196,9 @@ impl ServerConfig {
             && !neutral_value.is_finite()
         {
             return Err("the neutral reward must be a finite number".into());
+        }
+        if self.judge_timeout.is_some_and(|t| t.is_zero()) {
+            return Err("`--judge-timeout-s` must be positive".into());
         }
         crate::allow::PolicyAllow::parse(&self.policy_url_allow)?;
         if !(0.0..=1.0).contains(&self.circuit.failure_ratio) {

@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use therapygym_core::seed::derive;
@@ -233,18 +234,27 @@ impl AppState {
         // The therapist prompt must render before anything is served.
         render_therapist_prompt(&assets.therapist_prompt, &cfg.session)?;
 
-        let open = |spec: &str, conc: usize| {
+        let open = |spec: &str, conc: usize, attempt: Option<Duration>| {
             let spec = spec.to_string();
             let retry = cfg.retry.clone();
             async move {
                 let spec: ModelSpec = spec.parse()?;
                 let mut o = model_options(&spec, conc);
                 o.retry = retry;
+                if let Some(attempt) = attempt {
+                    o.timeouts.attempt = attempt;
+                    // Room for every attempt and the back-off between them.
+                    let attempts = o.retry.max_attempts.max(1);
+                    o.timeouts.total = o
+                        .timeouts
+                        .total
+                        .max(attempt.saturating_mul(attempts) + o.retry.max_delay * attempts);
+                }
                 open_model(&spec, o).await
             }
         };
-        let patient = open(&cfg.patient, cfg.patient_concurrency).await?;
-        let judge_model = open(&cfg.judge, cfg.judge_concurrency).await?;
+        let patient = open(&cfg.patient, cfg.patient_concurrency, None).await?;
+        let judge_model = open(&cfg.judge, cfg.judge_concurrency, cfg.judge_timeout).await?;
         let judge = Arc::new(assets.judge(judge_model, cfg.judge_config.clone())?);
         let judge_hash = judge.hash();
         let run_config = run_config(&cfg);
@@ -704,6 +714,7 @@ mod tests {
                 latency_ms: 1,
                 prompt_tokens: 0,
                 completion_tokens: 0,
+                transport_retries: 0,
             }],
             spread: BTreeMap::new(),
             flag_agreement: BTreeMap::new(),

@@ -9,5 +9,5 @@ mod text;
 
 pub use patient::{PatientSim, patient_context};
 pub use runner::{SessionResult, SessionRunner, render_therapist_prompt};
-pub use session::{EndReason, Session, SessionConfig, SessionError, SessionSeeds};
+pub use session::{EndReason, Retries, Session, SessionConfig, SessionError, SessionSeeds};
 pub use text::{clean_patient_reply, clean_therapist_reply};

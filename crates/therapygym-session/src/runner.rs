@@ -88,16 +88,15 @@ impl SessionRunner {
                         s.seed,
                         Some(turn),
                     )));
-                    let resp =
-                        self.therapist
-                            .chat(&req)
-                            .await
-                            .map_err(|source| SessionError::Model {
-                                role: "therapist",
-                                turn,
-                                profile_id: s.profile_id.clone(),
-                                source,
-                            })?;
+                    let resp = self.therapist.chat(&req).await;
+                    s.retries
+                        .count(Speaker::Therapist, therapygym_models::call_attempts(&resp));
+                    let resp = resp.map_err(|source| SessionError::Model {
+                        role: "therapist",
+                        turn,
+                        profile_id: s.profile_id.clone(),
+                        source,
+                    })?;
                     s.push_therapist(&resp.text, Some(&resp))?;
                 }
                 Speaker::Patient => {

@@ -100,6 +100,31 @@ pub struct Session {
     pub patient: PatientSim,
     pub transcript: Transcript,
     pub end: Option<EndReason>,
+    /// Transport retries of this session's model calls (attempts beyond the first), failed
+    /// calls included: how flaky the endpoints were, recorded with the session.
+    pub retries: Retries,
+}
+
+/// Model-call retries of one session, per role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retries {
+    pub therapist: u32,
+    pub patient: u32,
+}
+
+impl Retries {
+    pub fn total(&self) -> u32 {
+        self.therapist.saturating_add(self.patient)
+    }
+
+    /// Counts the attempts beyond the first of one call of `role`'s model.
+    pub fn count(&mut self, role: Speaker, attempts: u32) {
+        let extra = attempts.saturating_sub(1);
+        match role {
+            Speaker::Therapist => self.therapist = self.therapist.saturating_add(extra),
+            Speaker::Patient => self.patient = self.patient.saturating_add(extra),
+        }
+    }
 }
 
 impl Session {
@@ -125,6 +150,7 @@ impl Session {
             patient,
             transcript: Transcript::default(),
             end: None,
+            retries: Retries::default(),
         })
     }
 
@@ -222,15 +248,15 @@ impl Session {
             derive("patient", &self.profile_id, self.seed, Some(turn_no))
         });
         let req = self.patient.request(&self.transcript, sampling);
-        let resp = patient
-            .chat(&req)
-            .await
-            .map_err(|source| SessionError::Model {
-                role: "patient",
-                turn: turn_no,
-                profile_id: self.profile_id.clone(),
-                source,
-            })?;
+        let resp = patient.chat(&req).await;
+        self.retries
+            .count(Speaker::Patient, therapygym_models::call_attempts(&resp));
+        let resp = resp.map_err(|source| SessionError::Model {
+            role: "patient",
+            turn: turn_no,
+            profile_id: self.profile_id.clone(),
+            source,
+        })?;
         let (text, ended) =
             clean_patient_reply(&resp.text, &self.patient.name, &self.patient.end_marker);
         let mut turn = Turn::new(Speaker::Patient, text);

@@ -670,6 +670,23 @@ impl RunStore {
         Ok(rows.into_iter().collect())
     }
 
+    /// `id → {"therapist": n, "patient": n}` of every session whose model calls were retried
+    /// (the `retries` key of its meta), cheap (no messages).
+    pub fn session_retries(&self) -> Result<BTreeMap<String, Value>, StoreError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, json_extract(meta, '$.retries') FROM sessions
+                 WHERE json_type(meta, '$.retries') = 'object'",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, v)| serde_json::from_str(&v).ok().map(|v| (id, v)))
+            .collect())
+    }
+
     /// `(id, status)` of every session, cheap (no messages).
     pub fn session_statuses(&self) -> Result<BTreeMap<String, SessionStatus>, StoreError> {
         let rows: Vec<(String, String)> = self.with(|c| {

@@ -58,6 +58,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         chat_format,
         patient_concurrency: a.patient_concurrency.max(1),
         judge_concurrency: a.judge_concurrency.max(1),
+        judge_timeout: a.judge_timeout_s.map(Duration::from_secs),
         auth_token: auth_token(a)?,
         policy_url_allow: a.policy_url_allow.clone(),
         turn_reward: a.turn_reward,

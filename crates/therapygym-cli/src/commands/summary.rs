@@ -178,6 +178,13 @@ pub fn report(s: &Summary, json: bool) {
             String::new()
         }
     ));
+    let r = &s.retries;
+    if r.retried_sessions > 0 {
+        ui::out(&format!(
+            "retries: {} session(s) retried · therapist {} · patient {} · judge {}",
+            r.retried_sessions, r.therapist, r.patient, r.judge
+        ));
+    }
     ui::out("");
     ctrs_table(s);
     measures_table(s);
