@@ -16,6 +16,7 @@ OUT="${TMPDIR:-/tmp}/therapygym-validate-bench"
 mkdir -p "$OUT"
 
 cargo build --release -q -p therapygym-validate --example validate_bench
+echo "RESAMPLES=$B"
 rust_log="$OUT/rust.txt"
 cargo run --release -q -p therapygym-validate --example validate_bench -- "$OUT" "$B" | tee "$rust_log"
 py_log="$OUT/scipy.txt"
