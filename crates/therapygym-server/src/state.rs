@@ -49,6 +49,8 @@ impl Split {
 pub struct Scored {
     pub record: Arc<JudgeRecord>,
     pub breakdown: Option<RewardBreakdown>,
+    /// Why a scored judgment has no reward (the reward computation's message), else None.
+    pub reward_error: Option<String>,
     pub seed: u64,
     pub cache_hit: bool,
 }
@@ -85,9 +87,11 @@ impl Scored {
     pub fn unscored_detail(&self) -> Option<String> {
         match &self.record.verdict {
             Verdict::Unscored { detail, .. } => Some(detail.clone()),
-            Verdict::Scored { .. } if !self.is_scored() => {
-                Some("the judgment lacks an item the reward needs".into())
-            }
+            Verdict::Scored { .. } if !self.is_scored() => Some(
+                self.reward_error
+                    .clone()
+                    .unwrap_or_else(|| "the judgment lacks an item the reward needs".into()),
+            ),
             Verdict::Scored { .. } => None,
         }
     }
@@ -425,25 +429,31 @@ impl AppState {
             return Scored {
                 record,
                 breakdown: Some(breakdown),
+                reward_error: None,
                 seed: judge_seed,
                 cache_hit: true,
             };
         }
         c.judge_calls.fetch_add(1, Ordering::Relaxed);
         let record = self.judge.judge(transcript, judge_seed).await;
-        let breakdown = session_reward(
+        // A reward that cannot be computed keeps its reason (the client sees it as the
+        // unscored detail), like eval's judgment rows.
+        let (breakdown, reward_error) = match session_reward(
             &self.assets.reward,
             &self.assets.rubric,
             transcript,
             &record.verdict,
-        )
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no reward for a scored session");
-            None
-        });
+        ) {
+            Ok(b) => (b, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "no reward for a scored session");
+                (None, Some(e))
+            }
+        };
         let s = Scored {
             record: Arc::new(record),
             breakdown,
+            reward_error,
             seed: judge_seed,
             cache_hit: false,
         };
@@ -754,5 +764,30 @@ mod tests {
         // A record larger than the whole cache is not kept (and evicts nothing).
         c.put("huge".into(), entry(2 * cap));
         assert!(c.get("huge").is_none() && c.bytes().1 == 1000);
+    }
+
+    #[test]
+    fn a_scored_judgment_without_a_reward_says_why() {
+        let (mut record, _) = entry(1);
+        Arc::make_mut(&mut record).verdict = Verdict::Scored {
+            judgment: therapygym_core::Judgment {
+                codes: Vec::new(),
+                ctrs: BTreeMap::new(),
+                safety: BTreeMap::new(),
+            },
+        };
+        let s = Scored {
+            record,
+            breakdown: None,
+            reward_error: Some("reward `ctrs`: item `agenda` is not scored".into()),
+            seed: 0,
+            cache_hit: false,
+        };
+        assert_eq!(s.status(), "unscored");
+        assert_eq!(s.unscored_reason(), Some("missing_item"));
+        assert_eq!(
+            s.unscored_detail().as_deref(),
+            Some("reward `ctrs`: item `agenda` is not scored")
+        );
     }
 }
