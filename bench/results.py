@@ -43,6 +43,8 @@ for m in re.finditer(r"^ORCH (.*)$", orch, re.M):
     d = dict(p.split("=", 1) for p in m.group(1).split())
     runs[(d["latency_ms"], d["concurrency"], d["impl"])] = d
 configs = sorted({(k[0], k[1]) for k in runs}, key=lambda c: (int(c[0]), int(c[1])))
+# The most calls per second any eval run reached: a run near it is CPU-bound.
+peak_rate = max((int(d["calls"]) / float(d["seconds"]) for k, d in runs.items() if k[2] == "rust"), default=0)
 for lat, conc in configs:
     r, p = runs.get((lat, conc, "rust")), runs.get((lat, conc, "python"))
     if not r:
@@ -53,9 +55,20 @@ for lat, conc in configs:
               f"({r['ideal_s']} s), {r['peak_rss_mb']} MB")
     misses = []
     if float(r["of_ideal"]) < 0.9:
-        misses.append(f"{float(r['of_ideal']):.2f} < 0.9 of ideal")
+        # Why, from the figures: the calls per second achieved against those the ideal needs.
+        got = int(r["calls"]) / float(r["seconds"])
+        need = int(r["calls"]) / float(r["ideal_s"])
+        if got >= 0.85 * peak_rate:
+            misses.append(f"{float(r['of_ideal']):.2f} < 0.9 of ideal: CPU-bound at {got:.0f} calls/s "
+                          f"on {os.cpu_count()} cores shared with the mock, the ideal needs {need:.0f}")
+        else:
+            over = float(r["seconds"]) - float(r["ideal_s"])
+            misses.append(f"{float(r['of_ideal']):.2f} < 0.9 of ideal: {over:.1f} s over it, not "
+                          f"CPU-bound ({got:.0f} of {peak_rate:.0f} calls/s), not profiled yet")
+    elif float(r["of_ideal"]) > 1:
+        figure += " (above 1: eval judges outside the session slots, with its own C judge calls)"
     if int(r["peak_rss_mb"]) > 300:
-        misses.append(f"{r['peak_rss_mb']} MB > 300 MB")
+        misses.append(f"{r['peak_rss_mb']} MB > 300 MB with {conc} sessions in flight (not profiled)")
     if p:
         py_rate = int(p["sessions"]) / float(p["seconds"])
         baseline = f"Python asyncio+openai: {py_rate:.1f} sessions/s, {float(p['of_ideal']):.2f} of ideal, {p['peak_rss_mb']} MB"
@@ -160,9 +173,14 @@ def sh(cmd):
 
 cpu = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor()
 mem = sh("free -g | awk '/^Mem:/ {print $2}'")
+# BENCH_DATE / BENCH_COMMIT: when a table is re-made from a saved run's raw output.
+date = os.environ.get("BENCH_DATE") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+commit = os.environ.get("BENCH_COMMIT") or (
+    sh("git rev-parse --short HEAD") + (" (uncommitted changes)" if sh("git status --porcelain") else "")
+)
 header = [
-    f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-    f"- commit: {sh('git rev-parse --short HEAD')}{' (uncommitted changes)' if sh('git status --porcelain') else ''}",
+    f"- date: {date}",
+    f"- commit: {commit}",
     f"- machine: {cpu}, {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}",
     f"- command: `{command}` ({mode})",
 ]
