@@ -84,3 +84,45 @@ class ScaleDocTest(unittest.TestCase):
         (container,) = spec["template"]["spec"]["containers"]
         self.assertIn("--shard auto/16", container["args"][0])
         self.assertEqual(spec["completions"], 16)
+
+
+class BenchScriptsTest(unittest.TestCase):
+    """scripts/bench.sh and its benchmarks parse, and the table is made from their outputs."""
+
+    ROOT = Path(__file__).resolve().parents[3]
+
+    def test_bench_scripts_parse(self):
+        scripts = [self.ROOT / "scripts" / "bench.sh", *sorted((self.ROOT / "bench").glob("*/run.sh"))]
+        self.assertGreaterEqual(len(scripts), 7)
+        for script in scripts:
+            r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, f"{script}: {r.stderr}")
+        for py in sorted((self.ROOT / "bench").rglob("*.py")):
+            py_compile.compile(str(py), doraise=True)
+
+    def test_the_table_puts_each_figure_beside_its_baseline_and_says_why_it_misses(self):
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as work:
+            Path(work, "orchestration.txt").write_text(
+                "ORCH impl=rust latency_ms=20 concurrency=256 sessions=2000 calls=22000 seconds=4.0 "
+                "ideal_s=1.760 of_ideal=0.440 peak_rss_mb=149\n"
+                "ORCH impl=python latency_ms=20 concurrency=256 sessions=2000 calls=22000 seconds=140.0 "
+                "ideal_s=1.760 of_ideal=0.013 peak_rss_mb=88\n"
+            )
+            Path(work, "inference.txt").write_text(
+                "RUST_TOKENS=256\nRUST_TOK_S=99.0\nPY_TOKENS=256\nPY_TOK_S=90.0\n"
+            )
+            r = subprocess.run(
+                [sys.executable, str(self.ROOT / "bench" / "results.py"), work, "quick", "test"],
+                capture_output=True, text=True, cwd=self.ROOT, check=True,
+            )
+        rows = {line.split(" | ")[0].lstrip("| "): line for line in r.stdout.splitlines() if line.startswith("| ")}
+        orch = rows["1. eval orchestration, 2000 sessions, 20 ms/call, C=256"]
+        self.assertIn("Python asyncio+openai: 14.3 sessions/s", orch)
+        self.assertIn("35.00×", orch)
+        self.assertIn("missed: 0.44 < 0.9 of ideal: CPU-bound at 5500 calls/s", orch)
+        self.assertIn("| 1.10× | ≥ 0.9× llama-cpp-python | met |", rows["3. embedded decode, SmolLM2-135M Q4_1, 2 threads"])
+        # A benchmark without output is a row that says so, not a missing row.
+        self.assertIn("did not run: no output", rows["4. validate"])
