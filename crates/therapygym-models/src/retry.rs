@@ -86,6 +86,16 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// Sets the per-attempt limit, raising the total so it still covers every attempt of
+    /// `policy` and the longest back-off between them.
+    pub fn set_attempt(&mut self, attempt: Duration, policy: &RetryPolicy) {
+        let attempts = policy.max_attempts.max(1);
+        self.attempt = attempt;
+        self.total = self
+            .total
+            .max(attempt.saturating_mul(attempts) + policy.max_delay.saturating_mul(attempts));
+    }
+
     pub fn check(&self, policy: &RetryPolicy) -> Result<(), String> {
         if self.attempt.is_zero() {
             return Err("`timeouts.attempt_s` must be positive".into());
@@ -117,6 +127,20 @@ pub fn sleeps_disabled() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_longer_attempt_limit_raises_the_total_to_cover_every_attempt() {
+        let policy = RetryPolicy::default();
+        let mut t = Timeouts::default();
+        t.set_attempt(Duration::from_secs(1), &policy);
+        assert_eq!(
+            (t.attempt, t.total),
+            (Duration::from_secs(1), Duration::from_secs(600))
+        );
+        t.set_attempt(Duration::from_secs(200), &policy);
+        assert_eq!(t.total, Duration::from_secs(5 * 200 + 5 * 60));
+        assert!(t.check(&policy).is_ok());
+    }
     use crate::error::ErrorKind;
 
     #[test]

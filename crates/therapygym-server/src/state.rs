@@ -246,13 +246,7 @@ impl AppState {
                 let mut o = model_options(&spec, conc);
                 o.retry = retry;
                 if let Some(attempt) = attempt {
-                    o.timeouts.attempt = attempt;
-                    // Room for every attempt and the back-off between them.
-                    let attempts = o.retry.max_attempts.max(1);
-                    o.timeouts.total = o
-                        .timeouts
-                        .total
-                        .max(attempt.saturating_mul(attempts) + o.retry.max_delay * attempts);
+                    o.timeouts.set_attempt(attempt, &o.retry);
                 }
                 open_model(&spec, o).await
             }
