@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 struct Mock {
     latency: Duration,
@@ -53,23 +53,11 @@ async fn complete(State(m): State<Arc<Mock>>, body: String) -> Response {
     let Ok(req) = serde_json::from_str::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "bad json").into_response();
     };
-    let rf = &req["response_format"];
-    let schema = match rf["type"].as_str() {
-        Some("json_schema") => Some(&rf["json_schema"]["schema"]),
-        Some("json_object") => Some(&rf["schema"]),
-        _ => None,
-    };
-    let text = match schema {
-        Some(s) => therapygym_testkit::instance(s).to_string(),
-        None => "That sounds hard. What went through your mind right then?".to_string(),
-    };
-    let reply = json!({
-        "id": "chatcmpl-mock",
-        "object": "chat.completion",
-        "model": req["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 12, "total_tokens": 112},
-    });
+    let text = therapygym_testkit::schema_reply(&req).map_or_else(
+        || "That sounds hard. What went through your mind right then?".to_string(),
+        |v| v.to_string(),
+    );
+    let reply = therapygym_testkit::completion_json(&req, text);
     (
         StatusCode::OK,
         [("content-type", "application/json")],

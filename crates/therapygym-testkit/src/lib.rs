@@ -242,7 +242,8 @@ fn completion(req: &Value, text: Option<String>) -> Response {
         .into_response()
 }
 
-fn completion_json(req: &Value, text: String) -> Value {
+/// The body of a chat completion answering `req` with `text`.
+pub fn completion_json(req: &Value, text: String) -> Value {
     json!({
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -250,6 +251,15 @@ fn completion_json(req: &Value, text: String) -> Value {
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
     })
+}
+
+/// What a server that honours structured output answers a request that asks for it (a value
+/// valid under its schema), or None when the request asks for none.
+pub fn schema_reply(req: &Value) -> Option<Value> {
+    match structured(req, Formats::Honours) {
+        Structured::Reply(v) => Some(v),
+        _ => None,
+    }
 }
 
 enum Structured {
